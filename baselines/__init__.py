@@ -1,0 +1,1 @@
+"""The algorithm zoo: one module per algorithm, registered by name."""

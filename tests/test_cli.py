@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from coworld_bench import tasks
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "coworld_bench.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_list_tasks_prints_all_ids():
+    result = run_cli("list", "tasks")
+    assert result.returncode == 0, result.stderr
+    for task in tasks.TASKS:
+        assert task.id in result.stdout
+    assert "DC*/DCS" in result.stdout
+
+
+def test_list_pairs_prints_paper_pairs():
+    result = run_cli("list", "pairs")
+    assert result.returncode == 0, result.stderr
+    for names in tasks.PAPER_PAIRS.values():
+        for name in names:
+            assert name in result.stdout
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(["coworld-bench", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "list" in result.stdout
+
+
+def test_bad_subcommand_is_a_usage_error():
+    result = run_cli("list", "nonsense")
+    assert result.returncode != 0 and "tasks" in result.stderr
