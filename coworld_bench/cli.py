@@ -48,6 +48,112 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _env_from_args(args) -> dict:
+    env = {}
+    if getattr(args, "fast_render", False):
+        env["fast_render"] = True
+    return env
+
+
+def _print_manifest(directory, manifest) -> None:
+    r = manifest["returns"]
+    print(f"{directory}")
+    print(f"  task      {manifest['task_id']}   quality {manifest['quality']}   "
+          f"behaviour {manifest['behaviour']}   seed {manifest['seed']}")
+    print(f"  episodes  {manifest['episode_count']}   steps {manifest['step_count']}   "
+          f"status {manifest['status']} ({manifest.get('stop_reason')})")
+    print(f"  return    mean {r['mean']:.1f} ± {r['std']:.1f}  [min {r['min']:.1f}, "
+          f"max {r['max']:.1f}]" + (f"   success {r['success_rate']:.2f}"
+                                    if r.get("success_rate") is not None else ""))
+    if manifest.get("threshold") is not None:
+        print(f"  threshold {manifest['threshold']:.1f}")
+    env = manifest["env"]
+    print("  env       " + ", ".join(f"{k}={v}" for k, v in env.items()))
+
+
+def _cmd_data(args) -> int:
+    from pathlib import Path
+
+    from coworld_bench import data
+    from coworld_bench.data import collection as collect_lib
+    from coworld_bench.data import recipes
+
+    if args.data_command == "collect":
+        if args.recipe:
+            if args.task or args.quality:
+                raise ValueError("Give --recipe or --task/--quality, not both.")
+            card, config = recipes.load_recipe(args.recipe, behaviour=args.behaviour,
+                                               episodes=_budget(args, None))
+            if args.fast_render:
+                config.env["fast_render"] = True
+            if args.seed is not None:
+                config.seed = args.seed
+            out = Path(args.out) if args.out else data.default_root() / card["name"]
+        else:
+            if not (args.task and args.quality):
+                raise ValueError("data collect needs --recipe CARD or both --task and --quality.")
+            task_id = tasks_lib.resolve_task(args.task).id
+            config = collect_lib.CollectConfig(
+                task_id=task_id, quality=args.quality, behaviour=args.behaviour,
+                episodes=_budget(args, task_id) or 10, seed=args.seed or 0,
+                env=_env_from_args(args))
+            out = Path(args.out) if args.out else (
+                data.default_root() / task_id / f"{config.quality}-{config.behaviour}-seed{config.seed}")
+        print(f"Collecting {config.task_id} {config.quality} ({config.behaviour}, "
+              f"{config.episodes} episodes at most) into {out}")
+        manifest = collect_lib.collect(config, out, workers=args.workers,
+                                       progress=not args.quiet)
+        _print_manifest(out, manifest)
+        return 0
+    if args.data_command == "import":
+        out = Path(args.out) if args.out else data.default_root() / tasks_lib.resolve_task(
+            args.task).id / f"imported-{Path(args.source).stem}"
+        manifest = data.import_dataset(args.source, out, args.task, fmt=args.format,
+                                       image_size=args.image_size)
+        _print_manifest(out, manifest)
+        return 0
+    if args.data_command == "verify":
+        manifest = data.verify_dataset(Path(args.dir), checksum=True)
+        print(f"OK {args.dir}: {manifest['episode_count']} episodes, {manifest['step_count']} "
+              "steps, every file matches the manifest.")
+        return 0
+    if args.data_command == "info":
+        _print_manifest(args.dir, data.read_manifest(Path(args.dir)))
+        return 0
+    if args.data_command == "list":
+        root = Path(args.root) if args.root else data.default_root()
+        found = sorted(p.parent for p in root.rglob("manifest.json")) if root.exists() else []
+        if not found:
+            print(f"No datasets under {root}.")
+        for directory in found:
+            try:
+                m = data.read_manifest(directory)
+                print(f"{str(directory.relative_to(root)):<60} {m['task_id']:<26} "
+                      f"{m['quality']:<14} {m['episode_count']:>5} ep {m['step_count']:>8} steps "
+                      f"{m['status']}")
+            except data.DatasetError as e:
+                print(f"{directory}: unreadable ({e})")
+        print("\nShipped dataset cards (coworld-bench data collect --recipe NAME):")
+        for card in sorted(recipes.CARD_DIR.glob("*.yaml")):
+            print(f"  {card.stem}")
+        return 0
+    raise AssertionError(args.data_command)
+
+
+def _budget(args, task_id):
+    from coworld_bench.data import collection as collect_lib
+
+    if args.episodes and args.steps:
+        raise ValueError("Give --episodes or --steps, not both.")
+    if args.steps:
+        task_id = task_id or collect_lib.resolve_task(args.task).id if args.task else task_id
+        if task_id is None:
+            from coworld_bench.data import recipes
+            task_id = recipes.read_card(args.recipe)["task"]
+        return collect_lib.budget_from_steps(task_id, args.steps)
+    return args.episodes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coworld-bench",
@@ -58,7 +164,49 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the benchmark's tasks or source-target pairs.")
     p.add_argument("what", choices=["tasks", "pairs"])
     p.set_defaults(func=_cmd_list)
+
+    from coworld_bench.data.collection import BEHAVIOURS, QUALITIES
+
+    p = sub.add_parser("data", help="collect, import, verify and inspect offline datasets",
+                       description="Offline datasets (one .npz per episode + manifest.json).")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    c = dsub.add_parser("collect", help="collect a dataset from a real simulator",
+                        description="Collect a dataset: --recipe CARD, or --task and --quality. "
+                                    "Re-running the same command resumes an interrupted run.")
+    c.add_argument("--recipe", help="dataset card: a .yaml path or a name in datasets/")
+    c.add_argument("--task", help="task id or code")
+    c.add_argument("--quality", choices=QUALITIES)
+    c.add_argument("--behaviour", choices=BEHAVIOURS,
+                   help="behaviour policy (default: the card's, or dreamerv2 / random)")
+    c.add_argument("--episodes", type=int, help="episode budget")
+    c.add_argument("--steps", type=int, help="step budget (rounded up to whole episodes)")
+    c.add_argument("--workers", type=int, default=1, help="simulator processes")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--fast-render", action="store_true",
+                   help="shadows/reflections off (recorded; evaluation must match)")
+    c.add_argument("--out", help="dataset directory (default: under the data root)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = dsub.add_parser("import", help="import dreamer-style npz episodes or V-D4RL hdf5",
+                        description="Import episodes made elsewhere into the coworld-bench format.")
+    i.add_argument("source", help="folder of .npz episodes, or a .hdf5 file / folder")
+    i.add_argument("--task", required=True, help="the task the episodes come from")
+    i.add_argument("--format", default="auto", choices=["auto", "npz", "hdf5"])
+    i.add_argument("--image-size", type=int, default=64)
+    i.add_argument("--out", help="dataset directory (default: under the data root)")
+    v = dsub.add_parser("verify", help="check every file of a dataset against its manifest")
+    v.add_argument("dir")
+    n = dsub.add_parser("info", help="summarise a dataset")
+    n.add_argument("dir")
+    li = dsub.add_parser("list", help="list datasets under the data root and the shipped cards")
+    li.add_argument("--root", help="data root (default: $COWORLD_BENCH_DATA or the user cache)")
+    p.set_defaults(func=_cmd_data)
     return parser
+
+
+def _dataset_error():
+    from coworld_bench.data.format import DatasetError
+
+    return DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (tasks_lib.UnknownTaskError, ValueError, TypeError) as e:
+    except (tasks_lib.UnknownTaskError, ValueError, TypeError, FileNotFoundError,
+            NotImplementedError, _dataset_error()) as e:
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,130 @@
+"""Collect from a real env, verify, reload, sample."""
+
+import json
+
+import numpy as np
+import pytest
+
+from coworld_bench.data import (
+    CollectConfig, Dataset, DatasetError, SequenceSampler, TransitionSampler, collect,
+    verify_dataset,
+)
+from coworld_bench.data.collection import run_episode
+from coworld_bench.data.format import FORMAT_VERSION, sha256_file
+
+from .conftest import TINY
+
+
+def test_manifest_describes_the_data(tiny_dataset):
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["task_id"] == "mw-drawer-close" and manifest["quality"] == "random"
+    assert manifest["behaviour"] == "random" and manifest["seed"] == 0
+    assert manifest["env"]["fast_render"] is True and manifest["env"]["camera"] == "corner"
+    assert manifest["episode_count"] == 2 and manifest["step_count"] == 1000
+    assert manifest["status"] == "complete"
+    for entry in manifest["episodes"]:
+        assert sha256_file(tiny_dataset / entry["file"]) == entry["sha256"]
+    returns = [e["return"] for e in manifest["episodes"]]
+    assert manifest["returns"]["mean"] == pytest.approx(np.mean(returns))
+    verify_dataset(tiny_dataset)
+
+
+def test_reload_gives_identical_arrays(tiny_dataset):
+    ds = Dataset(tiny_dataset)
+    assert ds.num_steps == 1000 and ds.image_shape == (64, 64, 3) and ds.action_dim == 4
+    fresh = run_episode(CollectConfig(**TINY), 1)["arrays"]  # same seed, regenerated
+    loaded = ds.load_episode(1)
+    with np.load(tiny_dataset / ds.manifest["episodes"][1]["file"], allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(fresh)
+        for key in fresh:
+            np.testing.assert_array_equal(loaded[key], fresh[key])
+            np.testing.assert_array_equal(npz[key], fresh[key])
+    assert loaded["image"].dtype == np.uint8 and loaded["is_first"].dtype == bool
+    assert loaded["reward"][0] == 0 and not loaded["action"][0].any()
+    assert loaded["is_first"][0] and loaded["is_last"][-1] and not loaded["is_terminal"].any()
+
+
+def test_sequences_stay_inside_episodes(tiny_dataset):
+    ds = Dataset(tiny_dataset)
+    episodes = [ds.load_episode(i) for i in range(len(ds))]
+    sampler = SequenceSampler(ds, batch_size=64, length=450, seed=1)
+    starts = []
+    for _ in range(3):
+        index = sampler.sample_indices()
+        batch = sampler.sample(index)
+        for b, (e, s) in enumerate(zip(*index)):
+            assert 0 <= s and s + 450 <= 501
+            np.testing.assert_array_equal(batch["image"][b], episodes[e]["image"][s:s + 450])
+            np.testing.assert_array_equal(batch["is_first"][b], episodes[e]["is_first"][s:s + 450])
+            # is_first only ever on the episode's reset row; is_last only on its last row.
+            assert not batch["is_first"][b][1:].any()
+            assert batch["is_first"][b][0] == (s == 0)
+            assert not batch["is_last"][b][:-1].any()
+            starts.append(s)
+    assert min(starts) == 0 or max(starts) == 51  # the whole valid range is reachable
+    assert set(starts) <= set(range(52))
+    with pytest.raises(DatasetError, match="no episode has 600 rows"):
+        SequenceSampler(ds, 2, 600)
+
+
+def test_transitions_n_step_and_frame_stack_by_hand(tiny_dataset):
+    ds = Dataset(tiny_dataset)
+    gamma, n, k = 0.9, 3, 3
+    sampler = TransitionSampler(ds, batch_size=32, n_step=n, frame_stack=k, discount=gamma, seed=2)
+    episodes = np.array([0, 0, 1, 1, 1])
+    steps = np.array([0, 1, 499, 497, 250])
+    batch = sampler.sample((episodes, steps))
+    for b, (e, t) in enumerate(zip(episodes, steps)):
+        ep = ds.load_episode(e)
+        m = min(n, 500 - t)
+        expected = sum(gamma ** i * ep["reward"][t + 1 + i] for i in range(m))
+        assert batch["reward"][b] == pytest.approx(expected, rel=1e-5)
+        assert batch["discount"][b] == pytest.approx(gamma ** m)
+        np.testing.assert_array_equal(batch["action"][b], ep["action"][t + 1])
+        rows = [max(0, r) for r in range(t - k + 1, t + 1)]
+        stacked = np.concatenate([ep["image"][r].transpose(2, 0, 1) for r in rows])
+        np.testing.assert_array_equal(batch["image"][b], stacked)
+        next_rows = [max(0, r) for r in range(t + m - k + 1, t + m + 1)]
+        np.testing.assert_array_equal(
+            batch["next_image"][b], np.concatenate([ep["image"][r].transpose(2, 0, 1) for r in next_rows]))
+        np.testing.assert_array_equal(batch["state"][b], ep["state"][t])
+    # t = 499: one step left, so a 1-step return; t = 0: the reset frame repeated.
+    assert batch["reward"][2] == pytest.approx(ds.load_episode(1)["reward"][500])
+    random_batch = sampler.sample()
+    assert random_batch["image"].shape == (32, 9, 64, 64)
+
+
+def test_same_collection_twice_is_identical(tiny_dataset, tmp_path):
+    """Seeding by (seed, episode index): a second collection gives the same files."""
+
+    collect(CollectConfig(**{**TINY, "episodes": 1}), tmp_path / "again", progress=False)
+    first = json.loads((tiny_dataset / "manifest.json").read_text())["episodes"][0]
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())["episodes"][0]
+    assert first["sha256"] == again["sha256"]
+
+
+def test_dreamerv2_behaviour_is_registered_but_pending():
+    with pytest.raises(NotImplementedError, match="DreamerV2 agent"):
+        CollectConfig(task_id="DC", quality="medium-replay", behaviour="dreamerv2")
+    with pytest.raises(ValueError, match="valid qualities"):
+        CollectConfig(task_id="DC", quality="great")
+    with pytest.raises(ValueError, match="Meta-World tasks only"):
+        CollectConfig(task_id="WW", quality="medium-replay", behaviour="scripted")
+
+
+def test_scripted_medium_replay_stops_at_threshold(tmp_path):
+    # reference_return small enough that the first episode already reaches 1/3 of it.
+    config = CollectConfig(task_id="BP", quality="medium-replay", behaviour="scripted",
+                           episodes=4, seed=0, env={"fast_render": True}, window=1,
+                           reference_return=3.0)
+    manifest = collect(config, tmp_path / "mr", progress=False)
+    assert manifest["episode_count"] == 1 and manifest["stop_reason"] == "threshold reached"
+    assert manifest["threshold"] == pytest.approx(1.0)
+    assert manifest["episodes"][0]["noise"] == pytest.approx(1.0)  # annealing starts at 1
+    assert len(list((tmp_path / "mr").glob("*.npz"))) == 1
+    # Asking again is a no-op; asking with other settings is refused.
+    assert collect(config, tmp_path / "mr", progress=False)["episode_count"] == 1
+    other = CollectConfig(**{**config.__dict__, "seed": 1})
+    with pytest.raises(DatasetError, match="seed"):
+        collect(other, tmp_path / "mr", progress=False)
