@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from coworld_bench import tasks as tasks_lib
 
 
@@ -43,8 +45,58 @@ def list_pairs() -> str:
     return "\n".join(out)
 
 
+def list_algos() -> str:
+    from coworld_bench import registry
+
+    rows = []
+    for name in registry.names():
+        try:
+            cls = registry.get(name)
+            rows.append([name, "online source + offline target" if cls.needs_source
+                         else "offline target only", cls.description])
+        except Exception as e:  # a broken third-party plugin must not hide the others
+            rows.append([name, "unavailable", f"failed to load: {e}"])
+    return _table(rows, ["algorithm", "learns from", "description"])
+
+
+def list_presets() -> str:
+    from coworld_bench.algorithm import BASE_PRESETS
+
+    about = {"smoke": "tests: seconds, tiny random dataset",
+             "quick": "minutes on a 2-core CPU: small model, scripted Meta-World data",
+             "paper": "the paper's hyperparameters; needs a GPU to finish in days (the default)"}
+    rows = [[name, about[name], ", ".join(f"{k}={v}" for k, v in values.items()) or
+             "(each algorithm's defaults)"] for name, values in BASE_PRESETS.items()]
+    return _table(rows, ["preset", "for", "runner settings"])
+
+
 def _cmd_list(args) -> int:
-    print({"tasks": list_tasks, "pairs": list_pairs}[args.what]())
+    print({"tasks": list_tasks, "pairs": list_pairs, "algos": list_algos,
+           "presets": list_presets}[args.what]())
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from coworld_bench import runner
+
+    request = runner.RunRequest(
+        algo=args.algo, pair=args.pair, source=args.source, target=args.target, seed=args.seed,
+        preset=args.preset, overrides=runner.parse_overrides(args.set), device=args.device,
+        out=args.out, force=args.force, progress=not args.quiet)
+    run = runner.prepare(request)
+    run.execute()
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from coworld_bench import runner
+
+    run = runner.Run.from_dir(args.run_dir, device=args.device)
+    result = run.evaluate_checkpoint(args.episodes)
+    print(f"{args.run_dir} at step {result['step']}: return {result['mean']:.1f} ± "
+          f"{result['std']:.1f} over {len(result['returns'])} episodes "
+          f"(success {np.mean(result['success']):.2f}); returns "
+          + ", ".join(f"{r:.1f}" for r in result["returns"]))
     return 0
 
 
@@ -160,9 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline visual RL with online auxiliary simulators: CoWorld and its "
                     "baselines on Meta-World, RoboDesk and DeepMind Control.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("list", help="list tasks or pairs",
-                       description="List the benchmark's tasks or source-target pairs.")
-    p.add_argument("what", choices=["tasks", "pairs"])
+    p = sub.add_parser("list", help="list tasks, pairs, algorithms or presets",
+                       description="List the benchmark's tasks, source-target pairs, registered "
+                                   "algorithms or presets.")
+    p.add_argument("what", choices=["tasks", "pairs", "algos", "presets"])
     p.set_defaults(func=_cmd_list)
 
     from coworld_bench.data.collection import BEHAVIOURS, QUALITIES
@@ -200,13 +253,42 @@ def build_parser() -> argparse.ArgumentParser:
     li = dsub.add_parser("list", help="list datasets under the data root and the shipped cards")
     li.add_argument("--root", help="data root (default: $COWORLD_BENCH_DATA or the user cache)")
     p.set_defaults(func=_cmd_data)
+
+    r = sub.add_parser("run", help="train and evaluate an algorithm",
+                       description="Train an algorithm on a pair (online source, offline target) "
+                                   "or, for offline algorithms, a target; evaluate it; write a run "
+                                   "directory. Re-running the same command resumes it.")
+    r.add_argument("--algo", required=True, help="algorithm name (coworld-bench list algos)")
+    r.add_argument("--pair", help="SOURCE-TARGET of task codes, e.g. BP-DC")
+    r.add_argument("--source", help="source task id or code (with --target)")
+    r.add_argument("--target", help="target task id or code")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--preset", default="paper", help="smoke, quick or paper (default: paper)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a config value (repeatable)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    r.add_argument("--out", default="runs", help="root of run directories (default: ./runs)")
+    r.add_argument("--force", action="store_true", help="discard an existing run and start again")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint",
+                       description="Evaluate a run directory's latest checkpoint with the "
+                                   "benchmark protocol (deterministic policy).")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=_cmd_eval)
     return parser
 
 
-def _dataset_error():
+def _expected_errors():
     from coworld_bench.data.format import DatasetError
+    from coworld_bench.registry import UnknownAlgorithmError
+    from coworld_bench.runner import RunError
 
-    return DatasetError
+    return (tasks_lib.UnknownTaskError, UnknownAlgorithmError, RunError, DatasetError, ValueError,
+            TypeError, FileNotFoundError, NotImplementedError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (tasks_lib.UnknownTaskError, ValueError, TypeError, FileNotFoundError,
-            NotImplementedError, _dataset_error()) as e:
+    except _expected_errors() as e:
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,62 @@
+"""Networks and augmentations shared by more than one algorithm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DrQEncoder(nn.Module):
+    """DrQ-v2's pixel encoder (V-D4RL): 4 conv layers of 32 3x3 filters, strides
+    2, 1, 1, 1, ReLU; input uint8 in [0, 255] scaled to [-0.5, 0.5]."""
+
+    def __init__(self, in_channels: int, image_size: int = 64):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+            nn.Flatten())
+        with torch.no_grad():
+            self.out_dim = self.convs(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.convs(images.float() / 255.0 - 0.5)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """DrQ's augmentation: replicate-pad by ``pad`` pixels, crop back at a random integer
+    offset per sample. ``images``: (B, C, H, W)."""
+    b, _, h, w = images.shape
+    padded = nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).to(images.device)
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).to(images.dtype)
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    mods, d = [], in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.ReLU()]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+class FrameStack:
+    """The last ``k`` frames as one channels-first array, as the transition sampler
+    stacks them (the reset frame repeated at an episode's start)."""
+
+    @staticmethod
+    def update(state, image, k: int, is_first: bool):
+        import numpy as np
+
+        frame = np.ascontiguousarray(image.transpose(2, 0, 1))
+        if state is None or is_first:
+            return [frame] * k
+        return [*state[1:], frame]

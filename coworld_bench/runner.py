@@ -1,0 +1,497 @@
+"""The run lifecycle: resolve, prepare data, train, evaluate, checkpoint, resume.
+
+A run lives in ``<out>/<pair or target>/<algo>/seed<N>/``:
+
+    config.json      resolved config, versions, git commit (identity of the run)
+    metrics.jsonl    training scalars, one JSON object per logging point
+    eval.jsonl       one object per evaluation point: step, returns, success, mean, std
+    checkpoint/      latest.pt: algorithm + optimiser + RNG states (weights_only loadable)
+    value_trace.npz  final evaluation: value, reward, discounted_return per step
+    result.json      final summary; its presence means the run is finished
+    tb/              TensorBoard events
+
+Re-running the same command resumes from the checkpoint (logs after it are cut and
+redone, so the files equal those of an uninterrupted run); a finished run is not
+retrained unless ``force``; a different config in the same directory is refused.
+Every check that can fail runs before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coworld_bench import __version__, tasks as tasks_lib
+from coworld_bench.algorithm import PRESETS, Algorithm, RunContext, TrainConfig
+from coworld_bench.data.format import atomic_write_bytes, atomic_write_json
+from coworld_bench.evaluation import evaluate
+
+__all__ = ["RunRequest", "Run", "prepare", "parse_overrides", "RunError"]
+
+VERSIONED = ("coworld-bench", "torch", "numpy", "gymnasium", "mujoco", "metaworld", "dm_control",
+             "robodesk")
+
+
+class RunError(Exception):
+    """A run that cannot start as asked; the message says why and what to do."""
+
+
+@dataclasses.dataclass
+class RunRequest:
+    algo: str
+    pair: str | None = None
+    source: str | None = None
+    target: str | None = None
+    seed: int = 0
+    preset: str = "paper"
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    device: str = "auto"
+    out: str = "runs"
+    force: bool = False
+    progress: bool = True
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["lr=3e-4", "augment_pad=0"]`` -> typed values (YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RunError(f"--set expects key=value, got {item!r}.")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise RunError(f"Unknown device {name!r}; valid devices: auto, cpu, cuda.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but torch sees no CUDA device.")
+    return torch.device(name)
+
+
+def _format_hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec) -> Path:
+    from coworld_bench.data import default_root
+
+    if config.dataset_dir:
+        return Path(config.dataset_dir).expanduser()
+    render = "-fast" if config.fast_render else ""
+    name = (f"{config.dataset_quality}-{config.dataset_behaviour}-{config.dataset_episodes}ep-"
+            f"seed{config.dataset_seed}{render}")
+    return default_root() / target.id / name
+
+
+def _collect_config(config: TrainConfig, target: tasks_lib.TaskSpec):
+    from coworld_bench.data import CollectConfig
+    from coworld_bench.data.recipes import CARD_DIR, read_card
+
+    params = {}
+    card = CARD_DIR / f"{target.id}-{config.dataset_quality}.yaml"
+    if card.exists():  # the card's settings of this behaviour (e.g. scripted reference return)
+        params = dict((read_card(card).get("alternatives") or {}).get(config.dataset_behaviour)
+                      or {})
+        params.pop("episodes", None)
+    env = {"fast_render": True} if config.fast_render else {}
+    return CollectConfig(task_id=target.id, quality=config.dataset_quality,
+                         behaviour=config.dataset_behaviour, episodes=config.dataset_episodes,
+                         seed=config.dataset_seed, env=env, **params)
+
+
+def prepare(request: RunRequest) -> "Run":
+    """Resolves and checks everything; creates nothing on disk."""
+    from coworld_bench import registry
+
+    algo_cls = registry.get(request.algo)
+    if request.preset not in PRESETS:
+        raise RunError(f"Unknown preset {request.preset!r}; valid presets: {', '.join(PRESETS)}.")
+    config = algo_cls.make_config(request.preset, request.overrides)
+    if request.pair is not None:
+        tasks_lib.resolve_pair(request.pair)  # unknown codes are reported first
+    if algo_cls.needs_source:
+        if request.pair is None and (request.source is None or request.target is None):
+            raise RunError(f"{algo_cls.name} trains with an online source: give --pair SOURCE-TARGET "
+                           "(e.g. BP-DC) or --source ID --target ID.")
+        pair = tasks_lib.resolve_pair(request.pair, source=request.source,
+                                      target=request.target) if request.pair else \
+            tasks_lib.resolve_pair(source=request.source, target=request.target)
+        source, target, run_name = pair.source, pair.target, pair.name
+        action_dim = pair.action_dim
+    else:
+        if request.pair is not None or request.source is not None:
+            target_hint = ""
+            if request.pair:
+                target_hint = f" {tasks_lib.resolve_pair(request.pair).target.codes[-1]}"
+            raise RunError(f"{algo_cls.name} learns from the target's offline data alone and uses "
+                           f"no source: run it with --target{target_hint or ' T'}; its result "
+                           "serves every pair with that target.")
+        if request.target is None:
+            raise RunError(f"{algo_cls.name} needs --target T (a task id or code).")
+        source, target = None, tasks_lib.resolve_task(request.target)
+        run_name = next(c for c in target.codes if c.isalnum())
+        action_dim = target.action_dim
+    directory = dataset_dir(config, target)
+    collect_config = None
+    if not (directory / "manifest.json").exists():
+        if config.dataset_dir:
+            raise RunError(f"dataset_dir {directory} holds no dataset (no manifest.json).")
+        try:
+            collect_config = _collect_config(config, target)
+        except NotImplementedError as e:
+            raise RunError(f"The target dataset this preset needs is missing and cannot be made: "
+                           f"{e} (set it with --set dataset_behaviour=scripted, or "
+                           f"--set dataset_dir=PATH).") from None
+        except ValueError as e:
+            raise RunError(f"The target dataset this preset needs cannot be made: {e}") from None
+    device = _device(request.device)
+    run_dir = Path(request.out) / run_name / algo_cls.name / f"seed{request.seed}"
+    return Run(request, algo_cls, config, source, target, action_dim, run_dir, directory,
+               collect_config, device)
+
+
+class Run:
+    def __init__(self, request, algo_cls, config, source, target, action_dim, run_dir,
+                 dataset_directory, collect_config, device):
+        self.request = request
+        self.algo_cls = algo_cls
+        self.config = config
+        self.source = source
+        self.target = target
+        self.action_dim = action_dim
+        self.dir = Path(run_dir)
+        self.dataset_directory = dataset_directory
+        self.collect_config = collect_config
+        self.device = device
+
+    # Identity ----------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "algo": self.algo_cls.name,
+            "source": self.source.id if self.source else None,
+            "target": self.target.id,
+            "seed": self.request.seed,
+            "preset": self.request.preset,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {**self.identity(), "action_dim": self.action_dim,
+                "dataset": str(self.dataset_directory), "device": str(self.device),
+                "versions": _versions(), "git_commit": _git_commit(),
+                "command": " ".join(sys.argv)}
+
+    def _check_existing(self) -> str:
+        """'new', 'resume' or 'finished'; refuses a different config."""
+        path = self.dir / "config.json"
+        if not path.exists():
+            return "new"
+        on_disk = json.loads(path.read_text())
+        ours = self.identity()
+        diffs = []
+        for key in ("algo", "source", "target", "seed"):
+            if on_disk.get(key) != ours[key]:
+                diffs.append(f"{key}: {on_disk.get(key)!r} on disk vs {ours[key]!r} asked")
+        theirs_cfg, ours_cfg = on_disk.get("config", {}), ours["config"]
+        for key in sorted(set(theirs_cfg) | set(ours_cfg)):
+            if theirs_cfg.get(key) != ours_cfg.get(key):
+                diffs.append(f"{key}: {theirs_cfg.get(key)!r} on disk vs {ours_cfg.get(key)!r} asked")
+        if diffs:
+            if self.request.force:
+                return "new"
+            raise RunError(f"{self.dir} holds a run with a different config ({'; '.join(diffs)}). "
+                           "Use another --out, or --force to discard it and start again.")
+        if (self.dir / "result.json").exists() and not self.request.force:
+            return "finished"
+        return "resume" if (self.dir / "checkpoint" / "latest.pt").exists() and \
+            not self.request.force else "new"
+
+    # Execution ---------------------------------------------------------------------
+
+    def execute(self) -> dict[str, Any]:
+        import torch
+
+        state = self._check_existing()
+        if state == "finished":
+            result = json.loads((self.dir / "result.json").read_text())
+            print(f"{self.dir} is finished (final return {result['final']['mean']:.1f} ± "
+                  f"{result['final']['std']:.1f}); use --force to train it again.")
+            return result
+        if self.collect_config is not None:
+            from coworld_bench.data import collect
+
+            print(f"The target dataset is missing: generating it into {self.dataset_directory} "
+                  f"({self.collect_config.quality}, {self.collect_config.behaviour} behaviour, "
+                  f"{self.collect_config.episodes} episodes at most).")
+            collect(self.collect_config, self.dataset_directory, progress=self.request.progress)
+        from coworld_bench.data import Dataset
+
+        dataset = Dataset(self.dataset_directory)
+        if state == "new" and self.dir.exists():
+            shutil.rmtree(self.dir)  # --force
+        (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / "config.json", self.resolved_config())
+        algo, eval_env = self.build(dataset)
+        step, elapsed = 0, 0.0
+        if state == "resume":
+            ckpt = torch.load(self.dir / "checkpoint" / "latest.pt", weights_only=True,
+                              map_location=self.device)
+            algo.load_state_dict(ckpt["algorithm"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+            print(f"Resuming {self.dir} from step {step}.")
+        self._truncate_logs(step)
+        return self._train(algo, eval_env, step, elapsed)
+
+    def build(self, dataset):
+        """The algorithm (seeded) and the evaluation env for this run."""
+        import torch
+
+        from coworld_bench import envs
+
+        seed = self.request.seed
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        make_source = None
+        if self.algo_cls.needs_source:
+            source_options = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
+            make_source = lambda: envs.make(self.source.id, seed=seed, **source_options)  # noqa: E731
+        ctx = RunContext(target=self.target, source=self.source, action_dim=self.action_dim,
+                         image_shape=tuple(dataset.image_shape),
+                         state_dim=int(dataset.episodes[0].shape("state")[1])
+                         if "state" in dataset.keys else 0,
+                         dataset=dataset, make_source_env=make_source, device=self.device,
+                         seed=seed)
+        algo = self.algo_cls(self.config, ctx)
+        eval_env = envs.make(self.target.id, seed=seed, **self._eval_env_options(dataset))
+        return algo, eval_env
+
+    def evaluate_checkpoint(self, episodes: int | None = None) -> dict[str, Any]:
+        """Evaluates the run's latest checkpoint with the protocol (nothing is written)."""
+        import torch
+
+        from coworld_bench.data import Dataset
+
+        path = self.dir / "checkpoint" / "latest.pt"
+        if not path.exists():
+            raise RunError(f"{self.dir} has no checkpoint yet ({path}).")
+        algo, eval_env = self.build(Dataset(self.dataset_directory, checksum=False))
+        ckpt = torch.load(path, weights_only=True, map_location=self.device)
+        algo.load_state_dict(ckpt["algorithm"])
+        result = evaluate(algo, eval_env, episodes or self.config.eval_episodes,
+                          self.request.seed, eval_index=10**6)
+        return {"step": int(ckpt["step"]), **result}
+
+    @classmethod
+    def from_dir(cls, run_dir: str | Path, device: str = "auto") -> "Run":
+        """Rebuilds a run from its config.json."""
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise RunError(f"{run_dir} is not a run directory (no config.json).")
+        cfg = json.loads(path.read_text())
+        request = RunRequest(algo=cfg["algo"], source=cfg["source"], target=cfg["target"],
+                             seed=cfg["seed"], preset=cfg["preset"], overrides=cfg["config"],
+                             device=device, out=str(Path(run_dir).parents[2]), progress=False)
+        if cfg["source"] is None:
+            request.source = None
+        run = prepare(request)
+        run.dir = Path(run_dir)
+        return run
+
+    def _eval_env_options(self, dataset) -> dict[str, Any]:
+        """Evaluation sees what the data shows: the dataset's recorded env options."""
+        from coworld_bench.envs import EnvOptions
+
+        recorded = dataset.env_options
+        names = {f.name for f in dataclasses.fields(EnvOptions)}
+        options = {k: v for k, v in recorded.items() if k in names and k != "action_dim"}
+        options.setdefault("fast_render", self.config.fast_render)
+        if options.get("camera") in ("0", "default"):
+            options.pop("camera")
+        options["action_dim"] = self.action_dim
+        return options
+
+    def _truncate_logs(self, step: int) -> None:
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            path = self.dir / name
+            if not path.exists():
+                continue
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if record.get("step", 0) <= step and not record.get("final"):
+                    kept.append(line)
+            data = ("\n".join(kept) + "\n" if kept else "").encode()
+            atomic_write_bytes(path, lambda f: f.write(data))
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.dir / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _checkpoint(self, algo, step: int, elapsed: float) -> None:
+        import torch
+
+        payload = {"step": step, "elapsed": elapsed, "algorithm": algo.state_dict(),
+                   "torch_rng": torch.get_rng_state()}
+        atomic_write_bytes(self.dir / "checkpoint" / "latest.pt",
+                           lambda f: torch.save(payload, f))
+
+    def _estimate(self, algo, eval_env, seconds_per_update: float, remaining: int) -> None:
+        """Prints the wall time of the rest of the run, from measured step times."""
+        cfg = self.config
+        probe = evaluate_steps_time(algo, eval_env)
+        done = cfg.train_steps - remaining
+        n_evals = ((cfg.train_steps // cfg.eval_every - done // cfg.eval_every)
+                   if cfg.eval_every else 0) + 1
+        eval_seconds = n_evals * cfg.eval_episodes * self.target.episode_steps * probe
+        total = remaining * seconds_per_update + eval_seconds
+        print(f"Estimated wall time on this device ({self.device}): {_format_hours(total)} "
+              f"({seconds_per_update:.3g} s/update x {remaining} updates + {n_evals} "
+              f"evaluations x {cfg.eval_episodes} episodes x {self.target.episode_steps} steps at "
+              f"{probe * 1000:.0f} ms/step).")
+        if self.device.type == "cpu" and self.request.preset == "paper":
+            print("This is a CPU and the paper preset needs a GPU to finish in days; for a run "
+                  "that finishes in minutes add --preset quick.")
+
+    def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        writer = SummaryWriter(str(self.dir / "tb"), purge_step=step or None)
+        bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
+                   unit="upd", disable=not self.request.progress, dynamic_ncols=True)
+        window: dict[str, list[float]] = {}
+        eval_index = step // cfg.eval_every if cfg.eval_every else 0
+        # The first few updates are timed for the wall-time estimate.
+        probe_count = min(5, cfg.train_steps - step)
+        probe_until = step + probe_count
+        probe_start = time.perf_counter()
+        start = time.perf_counter() - elapsed
+        try:
+            while step < cfg.train_steps:
+                scalars = algo.train_step(step)
+                step += 1
+                bar.update(1)
+                for k, v in scalars.items():
+                    window.setdefault(k, []).append(float(v))
+                if step == probe_until:
+                    per_update = (time.perf_counter() - probe_start) / probe_count
+                    self._estimate(algo, eval_env, per_update, remaining=cfg.train_steps - step)
+                if step % cfg.log_every == 0 or step == cfg.train_steps:
+                    record = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
+                              "wall_time": time.perf_counter() - start}
+                    self._append("metrics.jsonl", record)
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
+                    bar.set_postfix({k: f"{np.mean(v):.3g}" for k, v in list(window.items())[:3]})
+                    window = {}
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.train_steps:
+                    eval_index += 1
+                    result = evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed,
+                                      eval_index)
+                    self._append("eval.jsonl", {"step": step, **result})
+                    writer.add_scalar("eval/return", result["mean"], step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
+                    writer.flush()
+                    self._checkpoint(algo, step, time.perf_counter() - start)
+        finally:
+            bar.close()
+        final = evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed, eval_index + 1,
+                         record_values=True, discount=cfg.discount)
+        trace = final.pop("trace", None)
+        self._append("eval.jsonl", {"step": step, "final": True, **final})
+        writer.add_scalar("eval/return", final["mean"], step)
+        writer.close()
+        value_summary = None
+        if trace is not None:
+            atomic_write_bytes(self.dir / "value_trace.npz", lambda f: np.savez(f, **trace))
+            has_value = bool(np.isfinite(trace["value"]).all())
+            error = trace["value"] - trace["discounted_return"]
+            value_summary = {"mean_value": float(trace["value"].mean()) if has_value else None,
+                             "mean_discounted_return": float(trace["discounted_return"].mean()),
+                             "mean_error": float(error.mean()) if has_value else None,
+                             "discount": cfg.discount}
+        curve = [json.loads(line) for line in (self.dir / "eval.jsonl").read_text().splitlines()]
+        result = {
+            **self.identity(),
+            "steps": step,
+            "final": final,
+            "eval_curve": [{"step": r["step"], "mean": r["mean"]} for r in curve],
+            "value_trace": value_summary,
+            "wall_time_s": time.perf_counter() - start,
+        }
+        atomic_write_json(self.dir / "result.json", result)
+        print(f"Finished {self.dir}: return {final['mean']:.1f} ± {final['std']:.1f} over "
+              f"{cfg.eval_episodes} episodes.")
+        return result
+
+
+
+def evaluate_steps_time(algo, env, steps: int = 10) -> float:
+    """Seconds per evaluation step (policy + environment), measured without touching
+    any random state the run depends on."""
+    import torch
+
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        obs, _ = env.reset(seed=12345)
+        state = algo.initial_state()
+        start = time.perf_counter()
+        for _ in range(steps):
+            action, state = algo.policy(obs, state, deterministic=True)
+            obs, *_ = env.step(action)
+        seconds = (time.perf_counter() - start) / steps
+    np.random.set_state(numpy_state)
+    return seconds

@@ -1,0 +1,33 @@
+"""Bad input: a non-zero exit, a message listing the valid choices, no run directory."""
+
+import pytest
+
+CASES = [
+    (["--algo", "nope", "--target", "DC"], ["Unknown algorithm 'nope'", "bc"]),
+    (["--algo", "bc", "--target", "XX"], ["Unknown task 'XX'", "mw-drawer-close"]),
+    (["--algo", "bc", "--target", "DC", "--preset", "huge"], ["Unknown preset", "smoke", "quick", "paper"]),
+    (["--algo", "bc", "--target", "DC", "--set", "lr_typo=1"], ["no setting 'lr_typo'", "batch_size", "lr"]),
+    (["--algo", "bc", "--target", "DC", "--set", "batch_size=big"], ["batch_size", "int"]),
+    (["--algo", "bc", "--pair", "BP-DC"], ["no source", "--target DC"]),
+    (["--algo", "bc"], ["needs --target"]),
+    (["--algo", "bc", "--target", "DC", "--set", "dataset_behaviour=dreamerv2",
+      "--set", "dataset_quality=medium-replay"], ["DreamerV2", "dataset_behaviour=scripted"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_run_input(args, fragments, cli, tmp_path):
+    preset = [] if "--preset" in args else ["--preset", "smoke"]
+    result = cli("run", *args, *preset, "--out", tmp_path / "runs")
+    assert result.returncode != 0
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_pair_code(cli, tmp_path):
+    result = cli("run", "--algo", "bc", "--pair", "BP-QQ", "--out", tmp_path / "runs")
+    assert result.returncode != 0
+    assert "Unknown task 'QQ'" in result.stderr and "DC*" in result.stderr
+    assert not (tmp_path / "runs").exists()
