@@ -7,6 +7,8 @@ An algorithm is one class with a config dataclass::
         Config = MyConfig              # a TrainConfig subclass; defaults = paper preset
         presets = {"smoke": {...}, "quick": {...}}   # overrides per preset
         needs_source = False           # True: the runner gives it an online source env
+        needs_dataset = True           # False: no offline target dataset (online agents)
+        needs_target_env = False       # True: it interacts with the target task online
 
         def __init__(self, config, ctx): ...          # build networks from ctx
         def train_step(self, step) -> dict: ...       # one update; returns scalars to log
@@ -95,6 +97,9 @@ class RunContext:
       make_source_env: makes a fresh source env (algorithms with needs_source).
       device: torch device.
       seed: the run's seed.
+      make_target_env: makes a fresh target env (online algorithms, needs_target_env).
+      work_dir: a directory of the run's own (e.g. an online replay that must survive
+        a restart); it is part of the run directory.
     """
 
     target: TaskSpec
@@ -106,6 +111,8 @@ class RunContext:
     make_source_env: Callable[[], Any] | None
     device: Any
     seed: int
+    make_target_env: Callable[[], Any] | None = None
+    work_dir: Any = None
 
 
 class Algorithm:
@@ -115,6 +122,8 @@ class Algorithm:
     Config: ClassVar[type[TrainConfig]] = TrainConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_source: ClassVar[bool] = False
+    needs_dataset: ClassVar[bool] = True
+    needs_target_env: ClassVar[bool] = False
     has_value: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
@@ -142,6 +151,13 @@ class Algorithm:
                     isinstance(default, float) and isinstance(value, int)):
                 raise ValueError(f"{cls.name}: setting {f.name}={value!r} should be a "
                                  f"{type(default).__name__}.")
+        return config
+
+    @classmethod
+    def for_tasks(cls, config: TrainConfig, source: TaskSpec | None, target: TaskSpec
+                  ) -> TrainConfig:
+        """Fills settings whose paper value depends on the tasks (e.g. DMC trains longer
+        than Meta-World). Called by the runner before the config is recorded."""
         return config
 
     def initial_state(self) -> Any:

@@ -168,17 +168,20 @@ def prepare(request: RunRequest) -> "Run":
             target_hint = ""
             if request.pair:
                 target_hint = f" {tasks_lib.resolve_pair(request.pair).target.codes[-1]}"
-            raise RunError(f"{algo_cls.name} learns from the target's offline data alone and uses "
-                           f"no source: run it with --target{target_hint or ' T'}; its result "
-                           "serves every pair with that target.")
+            what = ("learns from the target's offline data alone" if algo_cls.needs_dataset
+                    else "interacts with one task online")
+            raise RunError(f"{algo_cls.name} {what} and uses no source: run it with "
+                           f"--target{target_hint or ' T'}; its result serves every pair with that "
+                           "target.")
         if request.target is None:
             raise RunError(f"{algo_cls.name} needs --target T (a task id or code).")
         source, target = None, tasks_lib.resolve_task(request.target)
         run_name = next(c for c in target.codes if c.isalnum())
         action_dim = target.action_dim
-    directory = dataset_dir(config, target)
+    config = algo_cls.for_tasks(config, source, target)
+    directory = dataset_dir(config, target) if algo_cls.needs_dataset else None
     collect_config = None
-    if not (directory / "manifest.json").exists():
+    if directory is not None and not (directory / "manifest.json").exists():
         if config.dataset_dir:
             raise RunError(f"dataset_dir {directory} holds no dataset (no manifest.json).")
         try:
@@ -223,7 +226,8 @@ class Run:
 
     def resolved_config(self) -> dict[str, Any]:
         return {**self.identity(), "action_dim": self.action_dim,
-                "dataset": str(self.dataset_directory), "device": str(self.device),
+                "dataset": str(self.dataset_directory) if self.dataset_directory else None,
+                "device": str(self.device),
                 "versions": _versions(), "git_commit": _git_commit(),
                 "command": " ".join(sys.argv)}
 
@@ -272,7 +276,7 @@ class Run:
             collect(self.collect_config, self.dataset_directory, progress=self.request.progress)
         from coworld_bench.data import Dataset
 
-        dataset = Dataset(self.dataset_directory)
+        dataset = Dataset(self.dataset_directory) if self.dataset_directory else None
         if state == "new" and self.dir.exists():
             shutil.rmtree(self.dir)  # --force
         (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -299,18 +303,26 @@ class Run:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         torch.use_deterministic_algorithms(True, warn_only=True)
-        make_source = None
+        online = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
+        make_source = make_target = None
         if self.algo_cls.needs_source:
-            source_options = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
-            make_source = lambda: envs.make(self.source.id, seed=seed, **source_options)  # noqa: E731
+            make_source = lambda: envs.make(self.source.id, seed=seed, **online)  # noqa: E731
+        eval_options = self._eval_env_options(dataset)
+        if self.algo_cls.needs_target_env:
+            make_target = lambda: envs.make(self.target.id, seed=seed + 1,  # noqa: E731
+                                            **eval_options)
+        eval_env = envs.make(self.target.id, seed=seed, **eval_options)
+        if dataset is not None:
+            image_shape = tuple(dataset.image_shape)
+            state_dim = int(dataset.episodes[0].shape("state")[1]) if "state" in dataset.keys else 0
+        else:
+            image_shape = eval_env.observation_space["image"].shape
+            state_dim = eval_env.observation_space["state"].shape[0]
         ctx = RunContext(target=self.target, source=self.source, action_dim=self.action_dim,
-                         image_shape=tuple(dataset.image_shape),
-                         state_dim=int(dataset.episodes[0].shape("state")[1])
-                         if "state" in dataset.keys else 0,
+                         image_shape=tuple(image_shape), state_dim=int(state_dim),
                          dataset=dataset, make_source_env=make_source, device=self.device,
-                         seed=seed)
+                         seed=seed, make_target_env=make_target, work_dir=self.dir / "work")
         algo = self.algo_cls(self.config, ctx)
-        eval_env = envs.make(self.target.id, seed=seed, **self._eval_env_options(dataset))
         return algo, eval_env
 
     def evaluate_checkpoint(self, episodes: int | None = None) -> dict[str, Any]:
@@ -322,7 +334,8 @@ class Run:
         path = self.dir / "checkpoint" / "latest.pt"
         if not path.exists():
             raise RunError(f"{self.dir} has no checkpoint yet ({path}).")
-        algo, eval_env = self.build(Dataset(self.dataset_directory, checksum=False))
+        dataset = Dataset(self.dataset_directory, checksum=False) if self.dataset_directory else None
+        algo, eval_env = self.build(dataset)
         ckpt = torch.load(path, weights_only=True, map_location=self.device)
         algo.load_state_dict(ckpt["algorithm"])
         result = evaluate(algo, eval_env, episodes or self.config.eval_episodes,
@@ -349,6 +362,8 @@ class Run:
         """Evaluation sees what the data shows: the dataset's recorded env options."""
         from coworld_bench.envs import EnvOptions
 
+        if dataset is None:  # online algorithms: the run's own settings
+            return {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
         recorded = dataset.env_options
         names = {f.name for f in dataclasses.fields(EnvOptions)}
         options = {k: v for k, v in recorded.items() if k in names and k != "action_dim"}
@@ -413,19 +428,22 @@ class Run:
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)
         window: dict[str, list[float]] = {}
         eval_index = step // cfg.eval_every if cfg.eval_every else 0
-        # The first few updates are timed for the wall-time estimate.
-        probe_count = min(5, cfg.train_steps - step)
-        probe_until = step + probe_count
+        # Updates 2-6 of this session are timed for the wall-time estimate (the first
+        # one carries warm-up work: allocations, an online agent's prefill).
+        probe_count = min(5, cfg.train_steps - step - 1)
+        probe_from, probe_until = step + 1, step + 1 + probe_count
         probe_start = time.perf_counter()
         start = time.perf_counter() - elapsed
         try:
             while step < cfg.train_steps:
+                if step == probe_from:
+                    probe_start = time.perf_counter()
                 scalars = algo.train_step(step)
                 step += 1
                 bar.update(1)
                 for k, v in scalars.items():
                     window.setdefault(k, []).append(float(v))
-                if step == probe_until:
+                if probe_count > 0 and step == probe_until:
                     per_update = (time.perf_counter() - probe_start) / probe_count
                     self._estimate(algo, eval_env, per_update, remaining=cfg.train_steps - step)
                 if step % cfg.log_every == 0 or step == cfg.train_steps:

@@ -1,0 +1,107 @@
+"""DreamerV2 pieces against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from baselines.dreamer import (
+    categorical_kl, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl,
+    kl_balance_loss, lambda_return,
+)
+
+
+def test_lambda_return_by_hand():
+    # H = 2, one trajectory. r1 = 1, r2 = 2; v(s0..s2) = 10, 20, 30; gamma_t = 0.5; lam = 0.5.
+    reward = torch.tensor([[1.0], [2.0]])
+    value = torch.tensor([[10.0], [20.0], [30.0]])
+    discount = torch.tensor([[0.5], [0.5]])
+    out = lambda_return(reward, value, discount, lam=0.5)
+    # R_1 = r2 + 0.5 * (0.5 * v2 + 0.5 * R_2), R_2 = v2 = 30 -> 2 + 0.5 * 30 = 17
+    # R_0 = r1 + 0.5 * (0.5 * v1 + 0.5 * R_1) = 1 + 0.5 * (10 + 8.5) = 10.25
+    assert out[:, 0].tolist() == [10.25, 17.0]
+
+
+def test_lambda_return_limits():
+    reward = torch.tensor([[1.0], [1.0], [1.0]])
+    value = torch.tensor([[0.0], [5.0], [5.0], [5.0]])
+    discount = torch.full((3, 1), 0.9)
+    # lam = 0: one-step TD targets r + gamma v(s_{t+1}).
+    assert torch.allclose(lambda_return(reward, value, discount, 0.0)[:, 0],
+                          torch.tensor([1 + 0.9 * 5] * 3))
+    # lam = 1: Monte Carlo with bootstrap v(s_H): 1 + .9 + .81 + .729 * 5.
+    assert lambda_return(reward, value, discount, 1.0)[0, 0].item() == pytest.approx(
+        1 + 0.9 + 0.81 + 0.729 * 5)
+
+
+def test_categorical_kl_by_hand():
+    p = torch.log(torch.tensor([[[0.5, 0.5]]]))
+    q = torch.log(torch.tensor([[[0.25, 0.75]]]))
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert categorical_kl(p, q).item() == pytest.approx(expected, rel=1e-6)
+    # Summed over independent variables.
+    two = categorical_kl(p.expand(1, 2, 2), q.expand(1, 2, 2))
+    assert two.item() == pytest.approx(2 * expected, rel=1e-6)
+
+
+def test_gaussian_kl_by_hand():
+    # KL(N(1, 1) || N(0, 2^2)) = log 2 + (1 + 1) / 8 - 1/2
+    value = gaussian_kl(torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([0.0]),
+                        torch.tensor([2.0]))
+    assert value.item() == pytest.approx(math.log(2) + 2 / 8 - 0.5, rel=1e-6)
+
+
+def _categorical_kl_fn(p, q):
+    return categorical_kl(p["logits"], q["logits"])
+
+
+def test_kl_balance_and_free_nats_by_hand():
+    post = {"logits": torch.log(torch.tensor([[[0.5, 0.5]]])).requires_grad_()}
+    prior = {"logits": torch.log(torch.tensor([[[0.25, 0.75]]])).requires_grad_()}
+    kl = 0.5 * math.log(2) + 0.5 * math.log(2 / 3)  # = 0.1438
+    # Below the free nats: both terms are clipped to `free`, no gradient.
+    loss, value = kl_balance_loss(_categorical_kl_fn, post, prior, balance=0.8, free=1.0)
+    assert loss.item() == pytest.approx(1.0) and value.item() == pytest.approx(kl)
+    loss.backward()
+    assert post["logits"].grad is None or torch.all(post["logits"].grad == 0)
+    # Above: loss = kl; the prior gets 0.8 of the gradient, the posterior 0.2.
+    post["logits"].grad = prior["logits"].grad = None
+    loss, _ = kl_balance_loss(_categorical_kl_fn, post, prior, balance=0.8, free=0.0)
+    assert loss.item() == pytest.approx(kl)
+    loss.backward()
+    full_post = torch.autograd.grad(_categorical_kl_fn(
+        {"logits": post["logits"]}, {"logits": prior["logits"].detach()}).sum(), post["logits"])[0]
+    full_prior = torch.autograd.grad(_categorical_kl_fn(
+        {"logits": post["logits"].detach()}, {"logits": prior["logits"]}).sum(), prior["logits"])[0]
+    assert torch.allclose(post["logits"].grad, 0.2 * full_post)
+    assert torch.allclose(prior["logits"].grad, 0.8 * full_prior)
+
+
+def test_ensemble_disagreement_by_hand():
+    # Two heads, one variable of two classes: [1, 0] and [0, 1]; mean [.5, .5];
+    # each head's Frobenius distance to the mean = sqrt(.25 + .25) = 0.7071.
+    probs = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]])  # (K=2, N=1, S=1, C=2)
+    assert ensemble_disagreement(probs).item() == pytest.approx(math.sqrt(0.5))
+    same = torch.tensor([[[[0.3, 0.7]]], [[[0.3, 0.7]]]])
+    assert ensemble_disagreement(same).item() == 0.0
+
+
+def test_ewc_penalty_by_hand():
+    params = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5])}
+    anchors = {"w": torch.tensor([0.0, 2.0]), "b": torch.tensor([1.5])}
+    fisher = {"w": torch.tensor([3.0, 100.0]), "b": torch.tensor([2.0])}
+    # lam/2 * (3 * 1 + 100 * 0 + 2 * 1) = 0.5 * 10 * 5 = 25
+    assert ewc_penalty(params, anchors, fisher, lam=10.0).item() == pytest.approx(25.0)
+
+
+def test_diagonal_fisher_on_a_tiny_model():
+    # NLL of y under N(w x, 1): 1/2 (w x - y)^2 -> grad_w = (w x - y) x.
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    batches = [(torch.tensor([[1.0]]), torch.tensor([[1.0]])),   # grad (2 - 1) * 1 = 1
+               (torch.tensor([[3.0]]), torch.tensor([[0.0]]))]   # grad (6 - 0) * 3 = 18
+    fisher = diagonal_fisher(dict(model.named_parameters()),
+                             lambda b: 0.5 * ((model(b[0]) - b[1]) ** 2).sum(), batches)
+    assert fisher["weight"].item() == pytest.approx((1 ** 2 + 18 ** 2) / 2)
