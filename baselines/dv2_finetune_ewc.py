@@ -7,8 +7,9 @@ squared gradient of a negative log-likelihood: the world model's negative ELBO (
 DreamerV2 loss), the actor's -log pi(a|s) of its own sampled actions at posterior
 states, the critic's Gaussian NLL 1/2 (v - R)^2 against imagined lambda-returns.
 
-The paper does not publish lambda: ``benchmarks/ewc_sweep.py`` sweeps it on a log grid
-and the default below is the choice recorded from that sweep (see its docstring).
+The paper does not publish lambda: ``benchmarks/ewc_sweep.py`` sweeps it on a log grid.
+The default of 100 is provisional: it has not yet been chosen by that sweep at a
+meaningful scale (see the script's docstring); set ``--set ewc_lambda=...``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from coworld_bench.registry import register
 @dataclasses.dataclass
 class EWCConfig(FinetuneConfig):
     """Attributes:
-      ewc_lambda: EWC strength lambda (from the sweep; see module docstring).
+      ewc_lambda: EWC strength lambda (provisional; see the module docstring).
       fisher_batches: source batches for the Fisher estimate.
     """
 

@@ -10,9 +10,13 @@ Qualities (SPEC section 3):
 
 Behaviours:
 
-- ``dreamerv2``: the paper's definition, a DreamerV2 agent trained online whose
-  replay is kept. It needs the DreamerV2 agent and fails with a clear message
-  until that agent exists.
+- ``dreamerv2``: the paper's definition. A DreamerV2 agent (the ``dreamerv2``
+  algorithm, preset ``agent_preset``) trains online on the task for ``episodes``
+  episodes, every episode it plays streamed to disk. Its best score is the best
+  mean return over ``window`` consecutive training episodes; the dataset keeps the
+  episodes from the first one until the first window that reaches 1/3 of that best
+  (medium-replay) or the best itself (medium-expert). Such a collection restarts
+  from the beginning if interrupted (the agent is not checkpointed here).
 - ``scripted``: a fast approximation for Meta-World. The task's scripted policy
   acts with Gaussian action noise annealed linearly from ``noise_start`` to
   ``noise_end`` over the episode budget, standing in for an agent that improves as
@@ -35,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +74,8 @@ class CollectConfig:
       window: episodes in the rolling mean of the stop rule.
       reference_return: scripted behaviour's noise-free return; measured if None.
       reference_episodes: episodes used to measure it.
+      agent_preset: preset of the dreamerv2 behaviour agent (smoke, quick, paper).
+      agent_overrides: its config overrides (as ``--set``).
     """
 
     task_id: str
@@ -82,6 +89,8 @@ class CollectConfig:
     window: int = 5
     reference_return: float | None = None
     reference_episodes: int = 3
+    agent_preset: str = "paper"
+    agent_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.task_id = resolve_task(self.task_id).id
@@ -99,12 +108,9 @@ class CollectConfig:
             raise ValueError(f"The random behaviour makes random data, not {self.quality}.")
         if self.episodes < 1:
             raise ValueError("episodes must be >= 1.")
-        if self.behaviour == "dreamerv2":
-            raise NotImplementedError(
-                "The paper's behaviour (a DreamerV2 agent trained online, its replay kept) needs "
-                "the DreamerV2 agent, which this version of coworld-bench does not have yet. "
-                "Use --behaviour scripted (Meta-World: scripted policy with annealed noise, "
-                "an approximation) or --quality random.")
+        if self.behaviour == "dreamerv2" and self.quality not in THRESHOLDS:
+            raise ValueError(f"The dreamerv2 behaviour makes {', '.join(THRESHOLDS)} data, not "
+                             f"{self.quality}.")
         if self.behaviour == "scripted" and resolve_task(self.task_id).suite != "metaworld":
             raise ValueError(f"The scripted behaviour exists for Meta-World tasks only, not "
                              f"{self.task_id}; use dreamerv2 or random.")
@@ -213,7 +219,9 @@ def _summary(entries: list[dict]) -> dict[str, Any]:
     returns = np.array([e["return"] for e in entries]) if entries else np.zeros(1)
     return {"mean": float(returns.mean()), "std": float(returns.std()),
             "min": float(returns.min()), "max": float(returns.max()),
-            "success_rate": float(np.mean([e["success"] for e in entries])) if entries else 0.0}
+            "success_rate": float(np.mean(known)) if (known := [e["success"] for e in entries
+                                                                if e["success"] is not None])
+            else None}
 
 
 def _new_manifest(config: CollectConfig, env_description: dict) -> dict[str, Any]:
@@ -263,6 +271,68 @@ def _check_resumable(out: Path, manifest: dict, config: CollectConfig) -> list[d
     return entries
 
 
+def select_prefix(returns: list[float], quality: str, window: int) -> tuple[int, float, float]:
+    """How many of an improving agent's episodes a quality keeps.
+
+    Returns (count, threshold, best): ``best`` is the best mean return over ``window``
+    consecutive episodes; the data runs from the first episode to the end of the first
+    window whose mean reaches 1/3 of best (medium-replay) or best (medium-expert).
+    """
+    rolling = [float(np.mean(returns[max(0, i - window + 1):i + 1])) for i in range(len(returns))]
+    best = max(rolling)
+    threshold = best / 3.0 if quality == "medium-replay" else best
+    count = next(i for i, r in enumerate(rolling) if r >= threshold) + 1
+    return count, threshold, best
+
+
+def collect_with_agent(config: CollectConfig, out: Path, progress: bool) -> dict[str, Any]:
+    """The dreamerv2 behaviour: train online, keep the prefix the quality asks for."""
+    import shutil
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from coworld_bench import envs, registry
+    from baselines.dreamer import DreamerAgent
+    from baselines.dreamerv2 import OnlineLearner
+
+    algo = registry.get("dreamerv2")
+    agent_cfg = algo.make_config(config.agent_preset, config.agent_overrides)
+    torch.manual_seed(config.seed)
+    env = envs.make(config.task_id, seed=config.seed, **config.env)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    agent = DreamerAgent(agent_cfg, env.action_space.shape[0], device, config.seed)
+    staging = out / ".behaviour-replay"
+    shutil.rmtree(staging, ignore_errors=True)  # an interrupted run starts again
+    learner = OnlineLearner(agent, env, staging, config.seed, agent_cfg)
+    bar = tqdm(total=config.episodes, disable=not progress, unit="ep",
+               desc=f"dreamerv2 behaviour on {config.task_id}")
+    while learner.replay.total_episodes < config.episodes:
+        before = learner.replay.total_episodes
+        learner.step()
+        if learner.replay.total_episodes > before:
+            bar.update(learner.replay.total_episodes - before)
+            bar.set_postfix(ret=f"{learner.replay.returns[-1]:.0f}")
+    bar.close()
+    returns = learner.replay.returns[: config.episodes]
+    count, threshold, best = select_prefix(returns, config.quality, config.window)
+    manifest = _new_manifest(config, dict(env.unwrapped.description))
+    entries = []
+    for i, path in enumerate(sorted(staging.glob("ep*.npz"))[:count]):
+        steps = int(path.stem.split("-")[1])
+        name = episode_name(i, steps)
+        os.replace(path, out / name)
+        entries.append({"index": i, "file": name, "steps": steps, "return": returns[i],
+                        "success": None, "noise": None, "sha256": sha256_file(out / name)})
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest.update(episodes=entries, episode_count=len(entries),
+                    step_count=sum(e["steps"] for e in entries), returns=_summary(entries),
+                    threshold=threshold, best_rolling_return=best, trained_episodes=len(returns),
+                    stop_reason="threshold reached", status="complete")
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
 def collect(config: CollectConfig, out: str | Path, workers: int = 1,
             progress: bool = True) -> dict[str, Any]:
     """Collects (or resumes collecting) a dataset into ``out``; returns its manifest."""
@@ -273,6 +343,12 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 1,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
+    if config.behaviour == "dreamerv2":
+        if path.exists():
+            manifest = json.loads(path.read_text())
+            _check_resumable(out, manifest, config)
+            return manifest
+        return collect_with_agent(config, out, progress)
     if path.exists():
         manifest = json.loads(path.read_text())
         entries = _check_resumable(out, manifest, config)

@@ -53,9 +53,10 @@ def test_collect_needs_recipe_or_task():
     assert result.returncode != 0 and "--recipe" in result.stderr
 
 
-def test_recipe_with_pending_behaviour_explains(tmp_path):
+def test_recipe_with_a_behaviour_it_lacks_explains(tmp_path):
     result = subprocess.run([sys.executable, "-m", "coworld_bench.cli", "data", "collect",
-                             "--recipe", "mw-drawer-close-medium-replay", "--out",
-                             str(tmp_path / "x")], capture_output=True, text=True)
-    assert result.returncode != 0 and "--behaviour scripted" in result.stderr
+                             "--recipe", "dmc-walker-uphill-medium-replay", "--behaviour",
+                             "scripted", "--out", str(tmp_path / "x")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "Meta-World tasks only" in result.stderr
     assert not (tmp_path / "x").exists()

@@ -104,9 +104,35 @@ def test_same_collection_twice_is_identical(tiny_dataset, tmp_path):
     assert first["sha256"] == again["sha256"]
 
 
-def test_dreamerv2_behaviour_is_registered_but_pending():
-    with pytest.raises(NotImplementedError, match="DreamerV2 agent"):
-        CollectConfig(task_id="DC", quality="medium-replay", behaviour="dreamerv2")
+def test_select_prefix_by_hand():
+    from coworld_bench.data.collection import select_prefix
+
+    returns = [0, 3, 3, 9, 12, 6, 15, 3]
+    # window 2 rolling means: 0, 1.5, 3, 6, 10.5, 9, 10.5, 9 -> best 10.5
+    assert select_prefix(returns, "medium-replay", 2) == (4, 3.5, 10.5)
+    assert select_prefix(returns, "medium-expert", 2) == (5, 10.5, 10.5)
+    assert select_prefix(returns, "medium-expert", 1) == (7, 15.0, 15.0)
+
+
+def test_dreamerv2_behaviour_collects_a_prefix_of_its_training(tmp_path):
+    """The paper's behaviour, tiny: a smoke-size DreamerV2 trains online on walker-walk."""
+    config = CollectConfig(task_id="WW", quality="medium-expert", behaviour="dreamerv2",
+                           episodes=3, window=1, agent_preset="smoke",
+                           env={"fast_render": True})
+    manifest = collect(config, tmp_path / "dv2", progress=False)
+    assert manifest["trained_episodes"] == 3 and manifest["behaviour"] == "dreamerv2"
+    best = manifest["best_rolling_return"]
+    returns = [e["return"] for e in manifest["episodes"]]
+    assert returns[-1] == pytest.approx(best) and all(r < best for r in returns[:-1])
+    verify_dataset(tmp_path / "dv2")
+    assert not (tmp_path / "dv2" / ".behaviour-replay").exists()
+    ds = Dataset(tmp_path / "dv2")
+    assert ds.image_shape == (64, 64, 3) and ds.action_dim == 6
+
+
+def test_collect_config_errors():
+    with pytest.raises(ValueError, match="medium-replay, medium-expert"):
+        CollectConfig(task_id="DC", quality="expert", behaviour="dreamerv2")
     with pytest.raises(ValueError, match="valid qualities"):
         CollectConfig(task_id="DC", quality="great")
     with pytest.raises(ValueError, match="Meta-World tasks only"):

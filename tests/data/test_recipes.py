@@ -23,8 +23,8 @@ def test_card_exists_and_loads(task_id, quality):
         _, config = load_recipe(card["name"], behaviour="scripted", episodes=3)
         assert config.behaviour == "scripted" and config.reference_return > 0
         assert config.episodes == 3 and config.env == {"fast_render": False}
-    with pytest.raises(NotImplementedError, match="DreamerV2"):
-        load_recipe(card["name"])
+    _, paper = load_recipe(card["name"])  # the paper's behaviour, at paper scale
+    assert paper.behaviour == "dreamerv2" and paper.episodes == 200
 
 
 def test_no_stray_cards():

@@ -10,8 +10,8 @@ CASES = [
     (["--algo", "bc", "--target", "DC", "--set", "batch_size=big"], ["batch_size", "int"]),
     (["--algo", "bc", "--pair", "BP-DC"], ["no source", "--target DC"]),
     (["--algo", "bc"], ["needs --target"]),
-    (["--algo", "bc", "--target", "DC", "--set", "dataset_behaviour=dreamerv2",
-      "--set", "dataset_quality=medium-replay"], ["DreamerV2", "dataset_behaviour=scripted"]),
+    (["--algo", "bc", "--target", "WW", "--set", "dataset_behaviour=scripted",
+      "--set", "dataset_quality=medium-replay"], ["Meta-World tasks only"]),
 ]
 
 
