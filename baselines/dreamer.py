@@ -362,12 +362,12 @@ class WorldModel(nn.Module):
             values.append(value)
         return torch.stack(losses).mean(), torch.stack(values).mean()
 
-    def loss(self, batch: dict, embed: torch.Tensor | None = None):
+    def loss(self, batch: dict, embed: torch.Tensor | None = None, reward_scale: float = 1.0):
         """DreamerV2 world-model loss on a (B, T) batch of torch tensors.
 
-        Returns (loss, posterior states, scalars). Each term is averaged over batch and
-        time: image -log N(x; x_hat, 1) summed over pixels, reward -log N(r; r_hat, 1),
-        continuation Bernoulli NLL, kl_scale x balanced KL.
+        Returns (loss, posterior, prior, scalars). Each term is averaged over batch and
+        time: image -log N(x; x_hat, 1) summed over pixels, reward_scale x reward
+        -log N(r; r_hat, 1), continuation Bernoulli NLL, kl_scale x balanced KL.
         """
         embed = self.encoder(batch["image"]) if embed is None else embed
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
@@ -377,7 +377,7 @@ class WorldModel(nn.Module):
         reward_nll = 0.5 * ((self.reward(feat)[..., 0] - batch["reward"]) ** 2).mean()
         cont_nll = F.binary_cross_entropy_with_logits(self.cont(feat)[..., 0], batch["discount"])
         kl_loss, kl_value = self.kl_loss(post, prior)
-        loss = image_nll + reward_nll + cont_nll + self.cfg.kl_scale * kl_loss
+        loss = image_nll + reward_scale * reward_nll + cont_nll + self.cfg.kl_scale * kl_loss
         scalars = {"image_nll": image_nll.item(), "reward_nll": reward_nll.item(),
                    "cont_nll": cont_nll.item(), "kl": kl_value.item(),
                    "model_loss": loss.item()}

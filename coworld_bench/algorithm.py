@@ -100,6 +100,8 @@ class RunContext:
       make_target_env: makes a fresh target env (online algorithms, needs_target_env).
       work_dir: a directory of the run's own (e.g. an online replay that must survive
         a restart); it is part of the run directory.
+      make_env: ``make_env(task, **options)`` makes any benchmark task with the run's
+        online settings (render mode, action dim), e.g. several sources.
     """
 
     target: TaskSpec
@@ -113,6 +115,7 @@ class RunContext:
     seed: int
     make_target_env: Callable[[], Any] | None = None
     work_dir: Any = None
+    make_env: Callable[..., Any] | None = None
 
 
 class Algorithm:

@@ -321,7 +321,9 @@ class Run:
         ctx = RunContext(target=self.target, source=self.source, action_dim=self.action_dim,
                          image_shape=tuple(image_shape), state_dim=int(state_dim),
                          dataset=dataset, make_source_env=make_source, device=self.device,
-                         seed=seed, make_target_env=make_target, work_dir=self.dir / "work")
+                         seed=seed, make_target_env=make_target, work_dir=self.dir / "work",
+                         make_env=lambda task, **extra: envs.make(task, seed=seed,
+                                                                  **{**online, **extra}))
         algo = self.algo_cls(self.config, ctx)
         return algo, eval_env
 

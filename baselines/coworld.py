@@ -1,0 +1,422 @@
+"""CoWorld: collaborative world models for offline visual RL (paper section 3, Alg. 1).
+
+A source agent (world model + actor-critic) learns online in the source simulator; a
+target agent learns from the offline target dataset. After the source is pretrained,
+training alternates rounds of ``target_updates`` target steps and ``source_updates``
+source steps, with three transfers:
+
+(A) state alignment, target step. The target world model's loss gains
+    beta2 * KL( sg(g(e_S(o_T))) || g(e_T(o_T)) ), g = softmax over the encoder
+    embedding, both encoders reading the same target images; only the target encoder
+    gets gradient. As in the authors' code, the KL is summed over time and averaged
+    over the batch (the paper's beta2 values were tuned under that scaling).
+(B) reward alignment, source step. The source model runs on target observations and
+    actions; its reward head there is trained on r~ = (1 - k) sg(r_S(h~, z~)) + k r_T.
+    The source reward loss is eta * NLL(r_S on source data) + (1 - eta) * NLL(r~ on
+    target states), eta going linearly from 1 to 0.1 over each source stage (the
+    authors' code freezes eta by a bug; not copied). The relabelled term trains the
+    reward head on detached source-model features.
+(C) min-max value constraint, target step. Critic loss
+    sum_t 1/2 (v(z_t) - sg(V_t^lambda))^2 + alpha * max(v(z_t), sg(v_S(z_t))), v_S the
+    source critic on the target's imagined states: its gradient pushes v down only where
+    v > v_S. ``constraint=brute_force`` (the paper's "w/o Max") uses alpha * v instead.
+
+Multi-source (appendix C): one source agent per candidate; at every target step the
+source whose g(e_S(o_T)) is closest in KL to g(e_T(o_T)) is selected (a one-hot
+weight) and provides the alignment target and the constraint; the source stage trains
+(and relabels with) the source selected most often in the preceding target stage.
+Selections are logged per step.
+
+Action spaces: every agent acts in the largest action dimension among the tasks;
+padded entries are ignored by the smaller envs (Meta-World -> RoboDesk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent, clip_step
+from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
+from coworld_bench.algorithm import Algorithm, RunContext
+from coworld_bench.data import SequenceSampler
+from coworld_bench.registry import register
+from coworld_bench.tasks import resolve_task
+
+# The paper's co-training hyperparameters by target suite (SPEC section 4).
+PAPER = {
+    "metaworld": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000),
+    "robodesk": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000),
+    "dmc": dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000),
+}
+PRETRAIN = {"metaworld": 160_000, "robodesk": 160_000, "dmc": 600_000}
+OFFLINE_TARGET_UPDATES = {"metaworld": 300_000, "robodesk": 300_000, "dmc": 600_000}
+
+
+# The three transfers, as pure functions (unit-tested by hand) ------------------------
+
+def state_alignment_loss(source_embed: torch.Tensor, target_embed: torch.Tensor) -> torch.Tensor:
+    """(A): KL( sg(softmax(e_S)) || softmax(e_T) ), summed over time, mean over batch.
+    Embeddings are (B, T, E); only ``target_embed`` receives gradient."""
+    p_source = F.softmax(source_embed.detach(), -1)
+    log_p_source = F.log_softmax(source_embed.detach(), -1)
+    log_p_target = F.log_softmax(target_embed, -1)
+    kl = (p_source * (log_p_source - log_p_target)).sum(-1)  # (B, T)
+    return kl.sum(1).mean()
+
+
+def embedding_kl(source_embed: torch.Tensor, target_embed: torch.Tensor) -> torch.Tensor:
+    """Per-batch KL used to select a source (multi-source), same form as (A)."""
+    with torch.no_grad():
+        return state_alignment_loss(source_embed, target_embed)
+
+
+def closest_source(source_embeds: list[torch.Tensor], target_embed: torch.Tensor
+                   ) -> tuple[int, list[float]]:
+    """Multi-source selection: the index of the source embedding closest in KL to the
+    target's (a one-hot weight), and every KL."""
+    kls = [embedding_kl(e, target_embed).item() for e in source_embeds]
+    return int(np.argmin(kls)), kls
+
+
+def relabel_rewards(source_reward: torch.Tensor, target_reward: torch.Tensor, k: float
+                    ) -> torch.Tensor:
+    """(B): r~ = (1 - k) sg(r_S(h~, z~)) + k r_T."""
+    return (1 - k) * source_reward.detach() + k * target_reward
+
+
+def eta_schedule(step_in_stage: int, stage_length: int) -> float:
+    """(B)'s eta: linear from 1 at the start of a source stage to 0.1 at its end."""
+    if stage_length <= 1:
+        return 0.1
+    return 1.0 - 0.9 * min(step_in_stage, stage_length - 1) / (stage_length - 1)
+
+
+def minmax_value_loss(value: torch.Tensor, source_value: torch.Tensor, alpha: float,
+                      brute_force: bool = False) -> torch.Tensor:
+    """(C), per state: alpha * max(v, sg(v_S)); ``brute_force``: alpha * v ("w/o Max")."""
+    if brute_force:
+        return alpha * value
+    return alpha * torch.maximum(value, source_value.detach())
+
+
+# Configuration -----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class CoWorldConfig(DreamerV2Config):
+    """CoWorld. Values of 0 (and beta2/k/alpha of -1) take the paper's value for the
+    target's suite.
+
+    Attributes:
+      pretrain_updates: online source updates before co-training (per source).
+      target_updates: target steps per round.
+      source_updates: source steps per round.
+      rounds: co-training rounds (0: enough for the paper's offline target updates).
+      beta2: domain KL scale of (A).
+      k: target-informed reward factor of (B).
+      alpha: value-constraint scale of (C).
+      eta_start, eta_end: (B)'s eta over each source stage.
+      no_state_align, no_reward_align, no_value_constraint: ablations (paper fig. 5a).
+      constraint: "max" (CoWorld) or "brute_force" (the paper's "w/o Max").
+      sources: multi-source: comma-separated source tasks (coworld-multisource).
+      source_sparse_reward: the source gives 1 on success, else 0 (paper's setting).
+    """
+
+    train_steps: int = 0
+    pretrain_updates: int = 0
+    target_updates: int = 0
+    source_updates: int = 20_000
+    rounds: int = 0
+    beta2: float = -1.0
+    k: float = -1.0
+    alpha: float = -1.0
+    no_state_align: bool = False
+    no_reward_align: bool = False
+    no_value_constraint: bool = False
+    constraint: str = "max"
+    sources: str = ""
+    source_sparse_reward: bool = False
+    dataset_quality: str = "medium-replay"
+    dataset_behaviour: str = "dreamerv2"
+
+
+def resolve_paper_values(config: CoWorldConfig, target) -> CoWorldConfig:
+    paper = PAPER[target.suite]
+    for key in ("beta2", "k", "alpha"):
+        if getattr(config, key) < 0:
+            setattr(config, key, paper[key])
+    if config.target_updates == 0:
+        config.target_updates = paper["target_updates"]
+    if config.pretrain_updates == 0:
+        config.pretrain_updates = PRETRAIN[target.suite]
+    if config.rounds == 0:
+        config.rounds = math.ceil(OFFLINE_TARGET_UPDATES[target.suite] / config.target_updates)
+    n_sources = max(1, len([s for s in config.sources.split(",") if s.strip()]))
+    expected = (n_sources * config.pretrain_updates
+                + config.rounds * (config.target_updates + config.source_updates))
+    if config.train_steps == 0:
+        config.train_steps = expected
+    if config.constraint not in ("max", "brute_force"):
+        raise ValueError(f"constraint must be 'max' or 'brute_force', got {config.constraint!r}.")
+    return config
+
+
+SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_updates=6, target_updates=4,
+             source_updates=3, rounds=2, train_steps=20)
+QUICK = dict(QUICK_MODEL, batch_size=16, seq_len=16, prefill=1_500, train_every=5,
+             pretrain_updates=300, target_updates=200, source_updates=100, rounds=2,
+             train_steps=900, eval_every=0)
+
+
+class SourceAgent:
+    """One source: its DreamerV2 agent and online learner."""
+
+    def __init__(self, task, config, ctx: RunContext, action_dim: int, index: int):
+        self.task = task
+        options = {"action_dim": action_dim}
+        if config.source_sparse_reward:
+            options["sparse_reward"] = True
+        self.agent = DreamerAgent(config, action_dim, ctx.device, ctx.seed + 1000 * (index + 1))
+        self.learner = OnlineLearner(self.agent, ctx.make_env(task.id, **options),
+                                     ctx.work_dir / f"source{index}_replay",
+                                     ctx.seed + 1000 * (index + 1), config)
+
+
+@register("coworld")
+class CoWorld(Algorithm):
+    Config = CoWorldConfig
+    description = ("CoWorld: source and target world models with state alignment, reward "
+                   "relabelling and a min-max value constraint.")
+    needs_source = True
+    has_value = True
+    presets = {"smoke": SMOKE, "quick": QUICK}
+
+    @classmethod
+    def for_tasks(cls, config, source, target):
+        return resolve_paper_values(config, target)
+
+    def source_tasks(self, ctx: RunContext) -> list:
+        return [ctx.source]
+
+    def __init__(self, config: CoWorldConfig, ctx: RunContext):
+        super().__init__(config, ctx)
+        tasks = self.source_tasks(ctx)
+        self.action_dim = max([ctx.action_dim, *[t.action_dim for t in tasks]])
+        self.sources = [SourceAgent(t, config, ctx, self.action_dim, i)
+                        for i, t in enumerate(tasks)]
+        self.target = DreamerAgent(config, self.action_dim, ctx.device, ctx.seed)
+        self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
+                                       seed=ctx.seed)
+        self.selected = 0
+        self.selection_counts = np.zeros(len(self.sources), np.int64)
+        self.target_steps = 0
+
+    # Schedule ------------------------------------------------------------------------
+
+    def phase(self, step: int) -> tuple[str, int]:
+        """("pretrain", source index) | ("target", i) | ("source", i in stage)."""
+        cfg = self.config
+        pretrain_total = cfg.pretrain_updates * len(self.sources)
+        if step < pretrain_total:
+            return "pretrain", step // cfg.pretrain_updates
+        offset = (step - pretrain_total) % (cfg.target_updates + cfg.source_updates)
+        if offset < cfg.target_updates:
+            return "target", offset
+        return "source", offset - cfg.target_updates
+
+    def train_step(self, step):
+        phase, index = self.phase(step)
+        if phase == "pretrain":
+            return {f"source{index}/{k}": v for k, v in self.sources[index].learner.step().items()}
+        if phase == "target":
+            if index == 0:
+                self.selection_counts[:] = 0
+            return self.target_step()
+        if index == 0 and len(self.sources) > 1:  # the stage trains the most selected source
+            self.selected = int(self.selection_counts.argmax())
+        return self.source_step(index)
+
+    # Target step: (A) and (C) --------------------------------------------------------
+
+    def select_source(self, target_embed, images) -> tuple[int, dict]:
+        """Picks the source for this target step; logs it (one-hot) and appends it to
+        ``work/source_selection.csv`` (one line per target step)."""
+        if len(self.sources) == 1:
+            return 0, {}
+        with torch.no_grad():
+            embeds = [s.agent.wm.encoder(images) for s in self.sources]
+        chosen, kls = closest_source(embeds, target_embed)
+        self.selection_counts[chosen] += 1
+        self.target_steps += 1
+        scalars = {f"select_kl/{s.task.code}": kl for s, kl in zip(self.sources, kls)}
+        scalars.update({f"selected/{s.task.code}": float(i == chosen)
+                        for i, s in enumerate(self.sources)})
+        path = self.ctx.work_dir / "source_selection.csv"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("target_step,selected," + ",".join(
+                f"kl_{s.task.id}" for s in self.sources) + "\n")
+        with open(path, "a") as f:
+            f.write(f"{self.target_steps},{self.sources[chosen].task.id},"
+                    + ",".join(f"{kl:.6g}" for kl in kls) + "\n")
+        return chosen, scalars
+
+    def target_step(self) -> dict:
+        cfg = self.config
+        batch = self.target.batch(self.sampler)
+        extra_scalars = {}
+
+        def alignment(embed, post):
+            chosen, scalars = self.select_source(embed, batch["image"])
+            extra_scalars.update(scalars)
+            self._chosen = chosen
+            with torch.no_grad():
+                source_embed = self.sources[chosen].agent.wm.encoder(batch["image"])
+            kl = state_alignment_loss(source_embed, embed)
+            scale = 0.0 if cfg.no_state_align else cfg.beta2
+            return scale * kl, {"alignment_kl": kl.item()}
+
+        post, scalars = self.target.train_model(batch, extra_loss=alignment)
+        source_critic = self.sources[self._chosen].agent.ac.critic
+
+        def constraint(feat, value, weight):
+            with torch.no_grad():
+                source_value = source_critic(feat)[..., 0]
+            active = (value > source_value).float().mean().item()
+            stats = {"source_value": source_value.mean().item(), "minmax_active": active}
+            if cfg.no_value_constraint:
+                return torch.zeros((), device=value.device), stats
+            term = minmax_value_loss(value, source_value, cfg.alpha,
+                                     brute_force=cfg.constraint == "brute_force")
+            return (weight * term).mean(), stats
+
+        scalars.update(self.target.train_behaviour(post, critic_extra=constraint))
+        scalars.update(extra_scalars)
+        return {f"target/{k}": v for k, v in scalars.items()}
+
+    # Source step: (B) and online collection ------------------------------------------
+
+    def source_step(self, index_in_stage: int) -> dict:
+        cfg = self.config
+        source = self.sources[self.selected]
+        agent, wm = source.agent, source.agent.wm
+        eta = eta_schedule(index_in_stage, cfg.source_updates)
+        source_batch = agent.batch(source.learner.replay)
+        target_batch = agent.batch(self.sampler)
+        reward_scale = 1.0 if cfg.no_reward_align else eta
+        loss, post, _, scalars = wm.loss(source_batch, reward_scale=reward_scale)
+        if not cfg.no_reward_align:
+            # (1 - eta) x the relabelled reward NLL on target states seen through the
+            # source model; the source data's reward NLL above carries eta.
+            with torch.no_grad():
+                embed = wm.encoder(target_batch["image"])
+                target_post, _ = wm.rssm.observe(embed, target_batch["action"],
+                                                 target_batch["is_first"])
+                target_feat = wm.rssm.feat(target_post)
+            predicted = wm.reward(target_feat)[..., 0]
+            relabelled = relabel_rewards(predicted, target_batch["reward"], cfg.k)
+            relabel_nll = 0.5 * ((predicted - relabelled) ** 2).mean()
+            loss = loss + (1 - eta) * relabel_nll
+            scalars.update({"eta": eta, "relabel_nll": relabel_nll.item(),
+                            "relabelled_reward": relabelled.mean().item(),
+                            "true_target_reward": target_batch["reward"].mean().item()})
+        scalars["model_grad_norm"] = clip_step(agent.model_opt, loss, wm.parameters(),
+                                               cfg.grad_clip)
+        post = {k: v.detach() for k, v in post.items()}
+        scalars.update(agent.train_behaviour(post))
+        source.learner.collect(cfg.train_every)
+        return {f"source/{k}": v for k, v in scalars.items()}
+
+    # Acting and state ----------------------------------------------------------------
+
+    def policy(self, obs, state, deterministic=True):
+        action, state = self.target.act(obs, state, deterministic)
+        return action[: self.ctx.action_dim], state
+
+    def value(self, obs, state):
+        return self.target.value_of(state)
+
+    def state_dict(self):
+        return {"target": self.target.full_state(),
+                "sources": [{"agent": s.agent.full_state(), "learner": s.learner.state()}
+                            for s in self.sources],
+                "sampler_rng": self.sampler.rng.bit_generator.state,
+                "selected": self.selected, "target_steps": self.target_steps,
+                "selection_counts": torch.as_tensor(self.selection_counts)}
+
+    def load_state_dict(self, state):
+        self.target.load_full_state(state["target"])
+        for source, saved in zip(self.sources, state["sources"]):
+            source.agent.load_full_state(saved["agent"])
+            source.learner.load(saved["learner"])
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        self.selected = int(state["selected"])
+        self.selection_counts = state["selection_counts"].numpy().copy()
+        self.target_steps = int(state["target_steps"])
+        path = self.ctx.work_dir / "source_selection.csv"
+        if path.exists():  # selections made after the checkpoint are redone
+            lines = path.read_text().splitlines()[: self.target_steps + 1]
+            path.write_text("\n".join(lines) + "\n")
+
+
+@register("coworld-multisource")
+class CoWorldMultiSource(CoWorld):
+    """CoWorld with several sources (``--set sources=BP,HP,...``; default: every
+    Meta-World task but the target); run with ``--target T``."""
+
+    description = "CoWorld with several sources, the closest selected by latent KL per step."
+    needs_source = False
+    # train_steps 0: computed from the schedule (each source is pretrained in turn).
+    presets = {"smoke": dict(SMOKE, sources="BP,WC", train_steps=0),
+               "quick": dict(QUICK, sources="BP,WC,HP", train_steps=0)}
+
+    @classmethod
+    def for_tasks(cls, config, source, target):
+        if not config.sources:
+            config.sources = ",".join(t.code for t in _metaworld_tasks() if t.id != target.id)
+        names = [s.strip() for s in config.sources.split(",") if s.strip()]
+        if len(names) < 2:
+            raise ValueError("coworld-multisource needs at least two sources "
+                             "(--set sources=BP,HP).")
+        for name in names:
+            if resolve_task(name).id == target.id:
+                raise ValueError(f"Source {name} is the target itself.")
+        return resolve_paper_values(config, target)
+
+    def source_tasks(self, ctx):
+        return [resolve_task(s.strip()) for s in self.config.sources.split(",") if s.strip()]
+
+
+def _metaworld_tasks():
+    from coworld_bench.tasks import TASKS
+
+    return [t for t in TASKS if t.suite == "metaworld"]
+
+
+def _ablation(name: str, description: str, **settings):
+    """A registered variant with an ablation switched on (for sweeps)."""
+
+    class Variant(CoWorld):
+        pass
+
+    Variant.__name__ = Variant.__qualname__ = "CoWorld_" + name.replace("-", "_")
+    Variant.description = description
+    Variant.presets = {p: dict(v, **settings) for p, v in CoWorld.presets.items()}
+    Variant.presets["paper"] = dict(settings)
+    return register(name)(Variant)
+
+
+CoWorldNoStateAlign = _ablation("coworld-no-state-align", "CoWorld without (A) state alignment.",
+                                no_state_align=True)
+CoWorldNoRewardAlign = _ablation("coworld-no-reward-align",
+                                 "CoWorld without (B) reward relabelling.", no_reward_align=True)
+CoWorldNoValueConstraint = _ablation("coworld-no-value-constraint",
+                                     "CoWorld without (C) the min-max value constraint.",
+                                     no_value_constraint=True)
+CoWorldBruteForce = _ablation("coworld-brute-force",
+                              "CoWorld with alpha * v in place of the min-max term (w/o Max).",
+                              constraint="brute_force")

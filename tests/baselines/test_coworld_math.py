@@ -1,0 +1,118 @@
+"""CoWorld's three transfers against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from baselines.coworld import (
+    CoWorld, closest_source, eta_schedule, minmax_value_loss, relabel_rewards,
+    resolve_paper_values, state_alignment_loss, CoWorldConfig,
+)
+from coworld_bench import registry
+from coworld_bench.tasks import resolve_task
+
+
+def test_state_alignment_kl_by_hand_and_stop_gradient():
+    # One batch element, two time steps, 2-d embeddings.
+    source = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]], requires_grad=True)
+    target = torch.tensor([[[math.log(3.0), 0.0], [math.log(3.0), 0.0]]], requires_grad=True)
+    # t=0: p_S = (.5, .5), p_T = (.75, .25): KL = .5 ln(.5/.75) + .5 ln(.5/.25)
+    # t=1: identical distributions: KL = 0. Summed over time, mean over batch.
+    expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(2.0)
+    loss = state_alignment_loss(source, target)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert source.grad is None  # only the target encoder is trained by (A)
+    assert target.grad is not None and target.grad[0, 0].abs().sum() > 0
+    assert torch.allclose(target.grad[0, 1], torch.zeros(2), atol=1e-7)
+    # Summed over time: two copies of the same batch element -> mean over batch unchanged,
+    # two time steps of the same -> doubled.
+    twice = state_alignment_loss(source.detach()[:, :1].repeat(1, 2, 1),
+                                 target.detach()[:, :1].repeat(1, 2, 1))
+    assert twice.item() == pytest.approx(2 * expected, rel=1e-6)
+
+
+def test_relabel_rewards_formula():
+    source = torch.tensor([2.0, 4.0], requires_grad=True)
+    target = torch.tensor([10.0, 0.0])
+    out = relabel_rewards(source, target, k=0.3)
+    assert out.tolist() == pytest.approx([0.7 * 2 + 0.3 * 10, 0.7 * 4 + 0.3 * 0])
+    assert not out.requires_grad  # sg(r_S): the label carries no gradient
+
+
+def test_eta_schedule_endpoints():
+    assert eta_schedule(0, 100) == 1.0
+    assert eta_schedule(99, 100) == pytest.approx(0.1)
+    assert eta_schedule(33, 67) == pytest.approx(0.55)
+    assert eta_schedule(500, 100) == pytest.approx(0.1)  # clamped
+
+
+def test_minmax_gradient_is_alpha_above_the_source_critic_and_zero_below():
+    value = torch.tensor([1.0, 5.0, 3.0], requires_grad=True)
+    source_value = torch.tensor([2.0, 4.0, 0.0], requires_grad=True)
+    loss = minmax_value_loss(value, source_value, alpha=2.0)
+    assert loss.tolist() == [4.0, 10.0, 6.0]  # alpha * max(v, v_S)
+    loss.sum().backward()
+    assert value.grad.tolist() == [0.0, 2.0, 2.0]
+    assert source_value.grad is None  # sg(v_S)
+
+
+def test_brute_force_pushes_every_value_down():
+    value = torch.tensor([1.0, 5.0], requires_grad=True)
+    loss = minmax_value_loss(value, torch.tensor([2.0, 4.0]), alpha=1.5, brute_force=True)
+    assert loss.tolist() == [1.5, 7.5]
+    loss.sum().backward()
+    assert value.grad.tolist() == [1.5, 1.5]
+
+
+def test_source_selection_picks_the_smallest_kl():
+    target = torch.tensor([[[2.0, 0.0, -1.0]]])
+    far = torch.tensor([[[-3.0, 0.0, 3.0]]])
+    near = torch.tensor([[[1.9, 0.1, -1.0]]])
+    same = target.clone()
+    index, kls = closest_source([far, near, same], target)
+    assert index == 2 and kls[2] == pytest.approx(0.0, abs=1e-7)
+    assert kls[0] > kls[1] > kls[2]
+    assert closest_source([far, near], target)[0] == 1
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("DC", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_updates=160_000)),
+    ("PG", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_updates=160_000)),
+    ("WD", dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000, pretrain_updates=600_000)),
+])
+def test_paper_hyperparameters_by_suite(target, expected):
+    config = resolve_paper_values(CoWorld.make_config("paper"), resolve_task(target))
+    for key, value in expected.items():
+        assert getattr(config, key) == value
+    assert config.source_updates == 20_000
+    per_round = config.target_updates + config.source_updates
+    assert config.train_steps == config.pretrain_updates + config.rounds * per_round
+    assert config.rounds * config.target_updates >= (300_000 if target != "WD" else 600_000)
+    # Explicit values win over the paper's.
+    custom = resolve_paper_values(CoWorld.make_config("paper", {"alpha": 1.5}), resolve_task(target))
+    assert custom.alpha == 1.5
+
+
+@pytest.mark.parametrize("name,flag,value", [
+    ("coworld-no-state-align", "no_state_align", True),
+    ("coworld-no-reward-align", "no_reward_align", True),
+    ("coworld-no-value-constraint", "no_value_constraint", True),
+    ("coworld-brute-force", "constraint", "brute_force"),
+])
+def test_ablation_variants_are_registered(name, flag, value):
+    cls = registry.get(name)
+    for preset in ("smoke", "quick", "paper"):
+        assert getattr(cls.make_config(preset), flag) == value
+    assert getattr(CoWorld.make_config("paper", {flag: value}), flag) == value  # same via --set
+
+
+def test_schedule_phases():
+    config = CoWorldConfig(pretrain_updates=3, target_updates=2, source_updates=1, rounds=2,
+                           train_steps=9)
+    algo = CoWorld.__new__(CoWorld)
+    algo.config = config
+    algo.sources = [None]
+    phases = [algo.phase(s) for s in range(9)]
+    assert phases == [("pretrain", 0)] * 3 + [("target", 0), ("target", 1), ("source", 0)] * 2

@@ -1,0 +1,87 @@
+"""CoWorld end to end through `coworld-bench run --preset smoke` on real pairs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+
+def load(d, name):
+    return [json.loads(line) for line in (d / name).read_text().splitlines()]
+
+
+def check_run(d):
+    evals = load(d, "eval.jsonl")
+    assert evals[-1]["final"] and np.isfinite(evals[-1]["mean"])
+    with np.load(d / "value_trace.npz", allow_pickle=False) as trace:
+        assert trace["value"].shape == (1, 500) and np.isfinite(trace["value"]).all()
+    return load(d, "metrics.jsonl")
+
+
+def test_coworld_metaworld_pair_logs_every_transfer(cli, tmp_path):
+    result = cli("run", "--algo", "coworld", "--pair", "BP-DC", "--preset", "smoke", "--quiet",
+                 "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = check_run(tmp_path / "BP-DC" / "coworld" / "seed0")
+    keys = set().union(*metrics)
+    for key in ("target/alignment_kl", "target/minmax_active", "target/source_value",
+                "target/value", "source/relabelled_reward", "source/true_target_reward",
+                "source/eta", "source0/model_loss"):
+        assert key in keys, key
+    active = [m["target/minmax_active"] for m in metrics if "target/minmax_active" in m]
+    assert all(0.0 <= a <= 1.0 for a in active)
+    etas = [m["source/eta"] for m in metrics if "source/eta" in m]
+    assert all(0.1 <= e <= 1.0 for e in etas)
+
+
+def test_coworld_metaworld_to_robodesk_pads_actions(cli, tmp_path):
+    result = cli("run", "--algo", "coworld", "--pair", "BP-PG", "--preset", "smoke", "--quiet",
+                 "--set", "source_sparse_reward=true", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    d = tmp_path / "BP-PG" / "coworld" / "seed0"
+    check_run(d)
+    config = json.loads((d / "config.json").read_text())
+    assert config["action_dim"] == 5 and config["config"]["source_sparse_reward"] is True
+    # The source replay holds 5-d actions (the padded entry is ignored by Meta-World) and,
+    # with the sparse source, rewards of 0 or 1 only.
+    with np.load(sorted((d / "work" / "source0_replay").glob("ep*.npz"))[0],
+                 allow_pickle=False) as episode:
+        assert episode["action"].shape[1] == 5
+        assert set(np.unique(episode["reward"])) <= {0.0, 1.0}
+
+
+def test_coworld_dmc_pair(cli, tmp_path):
+    result = cli("run", "--algo", "coworld", "--pair", "WW-WD", "--preset", "smoke", "--quiet",
+                 "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    d = tmp_path / "WW-WD" / "coworld" / "seed0"
+    check_run(d)
+    config = json.loads((d / "config.json").read_text())["config"]
+    assert (config["beta2"], config["k"], config["alpha"]) == (1.5, 0.9, 1.0)  # DMC's values
+
+
+def test_multisource_logs_its_selection(cli, tmp_path):
+    result = cli("run", "--algo", "coworld-multisource", "--target", "DC", "--preset", "smoke",
+                 "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    d = tmp_path / "DC" / "coworld-multisource" / "seed0"
+    metrics = check_run(d)
+    with open(d / "work" / "source_selection.csv") as f:
+        rows = list(csv.DictReader(f))
+    config = json.loads((d / "config.json").read_text())["config"]
+    assert len(rows) == config["rounds"] * config["target_updates"]
+    assert {r["selected"] for r in rows} <= {"mw-button-press", "mw-window-close"}
+    for r in rows:  # the selected source is the one with the smallest KL
+        kls = {k[3:]: float(v) for k, v in r.items() if k.startswith("kl_")}
+        assert r["selected"] == min(kls, key=kls.get)
+    assert any("target/selected/BP" in m for m in metrics)
+
+
+@pytest.mark.parametrize("args", [["--pair", "BP-DC"], ["--target", "DC", "--set", "sources=DC,BP"]])
+def test_bad_coworld_input(cli, tmp_path, args):
+    algo = "coworld-multisource" if "--target" in args else "coworld-nope"
+    result = cli("run", "--algo", algo, *args, "--preset", "smoke", "--out", tmp_path / "r")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert ("is the target itself" in result.stderr) or ("coworld-brute-force" in result.stderr)
+    assert not (tmp_path / "r").exists()
