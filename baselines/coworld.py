@@ -29,6 +29,12 @@ Selections are logged per step.
 
 Action spaces: every agent acts in the largest action dimension among the tasks;
 padded entries are ignored by the smaller envs (Meta-World -> RoboDesk).
+
+Low-dimensional source (``source_obs=state``, the paper's setting where the source
+gives state vectors and the target images): the source world model encodes states.
+(A) and (B) read target images through the source encoder, which then does not
+exist, so they are off in this setting and only (C) transfers; this is weaker than
+the paper, whose exact treatment of this setting is not specified.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class CoWorldConfig(DreamerV2Config):
       constraint: "max" (CoWorld) or "brute_force" (the paper's "w/o Max").
       sources: multi-source: comma-separated source tasks (coworld-multisource).
       source_sparse_reward: the source gives 1 on success, else 0 (paper's setting).
+      source_obs: "image", or "state" for a low-dimensional source (see module doc).
     """
 
     train_steps: int = 0
@@ -140,6 +147,7 @@ class CoWorldConfig(DreamerV2Config):
     constraint: str = "max"
     sources: str = ""
     source_sparse_reward: bool = False
+    source_obs: str = "image"
     dataset_quality: str = "medium-replay"
     dataset_behaviour: str = "dreamerv2"
 
@@ -180,8 +188,12 @@ class SourceAgent:
         options = {"action_dim": action_dim}
         if config.source_sparse_reward:
             options["sparse_reward"] = True
-        self.agent = DreamerAgent(config, action_dim, ctx.device, ctx.seed + 1000 * (index + 1))
-        self.learner = OnlineLearner(self.agent, ctx.make_env(task.id, **options),
+        env = ctx.make_env(task.id, **options)
+        source_config = dataclasses.replace(config, obs=config.source_obs)
+        self.agent = DreamerAgent(source_config, action_dim, ctx.device,
+                                  ctx.seed + 1000 * (index + 1),
+                                  state_dim=env.observation_space["state"].shape[0])
+        self.learner = OnlineLearner(self.agent, env,
                                      ctx.work_dir / f"source{index}_replay",
                                      ctx.seed + 1000 * (index + 1), config)
 
@@ -204,7 +216,12 @@ class CoWorld(Algorithm):
 
     def __init__(self, config: CoWorldConfig, ctx: RunContext):
         super().__init__(config, ctx)
+        if config.source_obs not in ("image", "state"):
+            raise ValueError(f"source_obs must be 'image' or 'state', got {config.source_obs!r}.")
         tasks = self.source_tasks(ctx)
+        if config.source_obs == "state" and len(tasks) > 1:
+            raise ValueError("Multi-source selection compares image encoders; it needs "
+                             "source_obs=image.")
         self.action_dim = max([ctx.action_dim, *[t.action_dim for t in tasks]])
         self.sources = [SourceAgent(t, config, ctx, self.action_dim, i)
                         for i, t in enumerate(tasks)]
@@ -271,6 +288,9 @@ class CoWorld(Algorithm):
         extra_scalars = {}
 
         def alignment(embed, post):
+            if cfg.source_obs == "state":  # no source encoder of images: (A) is off
+                self._chosen = 0
+                return torch.zeros((), device=embed.device), {}
             chosen, scalars = self.select_source(embed, batch["image"])
             extra_scalars.update(scalars)
             self._chosen = chosen
@@ -306,12 +326,13 @@ class CoWorld(Algorithm):
         agent, wm = source.agent, source.agent.wm
         eta = eta_schedule(index_in_stage, cfg.source_updates)
         source_batch = agent.batch(source.learner.replay)
-        target_batch = agent.batch(self.sampler)
-        reward_scale = 1.0 if cfg.no_reward_align else eta
+        relabel = not cfg.no_reward_align and cfg.source_obs == "image"
+        reward_scale = eta if relabel else 1.0
         loss, post, _, scalars = wm.loss(source_batch, reward_scale=reward_scale)
-        if not cfg.no_reward_align:
+        if relabel:
             # (1 - eta) x the relabelled reward NLL on target states seen through the
             # source model; the source data's reward NLL above carries eta.
+            target_batch = agent.batch(self.sampler)
             with torch.no_grad():
                 embed = wm.encoder(target_batch["image"])
                 target_post, _ = wm.rssm.observe(embed, target_batch["action"],

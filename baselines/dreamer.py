@@ -54,6 +54,8 @@ class DreamerConfig(TrainConfig):
       slow_critic_every: updates between copies of the critic into its target.
       grad_clip: global gradient-norm clip.
       precision: 16 = bfloat16 autocast on CUDA; 32 = full precision.
+      obs: what the world model encodes and reconstructs: "image" (64x64 pixels, conv
+        encoder/decoder) or "state" (the low-dimensional state vector, MLPs).
     """
 
     latent: str = "discrete"
@@ -81,6 +83,7 @@ class DreamerConfig(TrainConfig):
     slow_critic_every: int = 100
     grad_clip: float = 100.0
     precision: int = 16
+    obs: str = "image"
 
 
 # Small sizes shared by the smoke and quick presets of every DreamerV2-based algorithm.
@@ -335,18 +338,43 @@ class RSSM(nn.Module):
         return torch.cat([state["stoch"], state["deter"]], -1)
 
 
-class WorldModel(nn.Module):
-    """Encoder, RSSM and heads, with DreamerV2's loss."""
+class VectorEncoder(nn.Module):
+    """Encoder of low-dimensional state vectors."""
 
-    def __init__(self, cfg: DreamerConfig, action_dim: int):
+    def __init__(self, in_dim: int, units: int, layers: int):
+        super().__init__()
+        self.net = mlp(in_dim, units, layers - 1, units)
+        self.out_dim = units
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state.float())
+
+
+class WorldModel(nn.Module):
+    """Encoder, RSSM and heads, with DreamerV2's loss. Encodes images, or state vectors
+    when ``cfg.obs == "state"`` (then ``state_dim`` is needed)."""
+
+    def __init__(self, cfg: DreamerConfig, action_dim: int, state_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ConvEncoder(cfg.cnn_depth)
+        if cfg.obs not in ("image", "state"):
+            raise ValueError(f"obs must be 'image' or 'state', got {cfg.obs!r}.")
+        self.obs_key = cfg.obs
+        if cfg.obs == "image":
+            self.encoder = ConvEncoder(cfg.cnn_depth)
+        else:
+            if not state_dim:
+                raise ValueError("A state world model needs the state dimension.")
+            self.encoder = VectorEncoder(state_dim, cfg.mlp_units, cfg.mlp_layers)
         self.rssm = RSSM(cfg, action_dim, self.encoder.out_dim)
         feat = self.rssm.feat_dim
-        self.decoder = ConvDecoder(feat, cfg.cnn_depth)
+        self.decoder = (ConvDecoder(feat, cfg.cnn_depth) if cfg.obs == "image"
+                        else mlp(feat, cfg.mlp_units, cfg.mlp_layers, state_dim))
         self.reward = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1)
         self.cont = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1)
+
+    def embed(self, batch: dict) -> torch.Tensor:
+        return self.encoder(batch[self.obs_key])
 
     def kl_loss(self, post: dict, prior: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Balanced KL, averaged over the ensemble's prior heads (each is trained)."""
@@ -369,11 +397,14 @@ class WorldModel(nn.Module):
         time: image -log N(x; x_hat, 1) summed over pixels, reward_scale x reward
         -log N(r; r_hat, 1), continuation Bernoulli NLL, kl_scale x balanced KL.
         """
-        embed = self.encoder(batch["image"]) if embed is None else embed
+        embed = self.embed(batch) if embed is None else embed
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
         feat = self.rssm.feat(post)
-        target = batch["image"].float() / 255.0 - 0.5
-        image_nll = 0.5 * ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1)).mean()
+        if self.obs_key == "image":
+            target = batch["image"].float() / 255.0 - 0.5
+            image_nll = 0.5 * ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1)).mean()
+        else:
+            image_nll = 0.5 * ((self.decoder(feat) - batch["state"]) ** 2).sum(-1).mean()
         reward_nll = 0.5 * ((self.reward(feat)[..., 0] - batch["reward"]) ** 2).mean()
         cont_nll = F.binary_cross_entropy_with_logits(self.cont(feat)[..., 0], batch["discount"])
         kl_loss, kl_value = self.kl_loss(post, prior)
@@ -527,12 +558,13 @@ class DreamerAgent(nn.Module):
     critic terms, several agents).
     """
 
-    def __init__(self, cfg: DreamerConfig, action_dim: int, device, seed: int):
+    def __init__(self, cfg: DreamerConfig, action_dim: int, device, seed: int,
+                 state_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.action_dim = action_dim
         self.device = device
-        self.wm = WorldModel(cfg, action_dim).to(device)
+        self.wm = WorldModel(cfg, action_dim, state_dim).to(device)
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, action_dim).to(device)
         self.model_opt = make_optimizer(self.wm.parameters(), cfg.model_lr)
         self.actor_opt = make_optimizer(self.ac.actor.parameters(), cfg.actor_lr)
@@ -546,7 +578,9 @@ class DreamerAgent(nn.Module):
             data = source.sample()
         else:
             data = source.sample(self.rng, cfg.batch_size, cfg.seq_len)
-        data = to_torch({k: v for k, v in data.items() if k != "state"}, self.device)
+        keep = "image" if self.cfg.obs == "image" else "state"
+        data = to_torch({k: v for k, v in data.items() if k not in ("image", "state") or k == keep},
+                        self.device)
         data["action"] = pad_actions(data["action"], self.action_dim)
         return data
 
@@ -554,7 +588,7 @@ class DreamerAgent(nn.Module):
         """One world-model update; ``extra_loss(embed, post) -> (loss, scalars)`` is
         added (CoWorld's state alignment). Returns posterior states and scalars."""
         with autocast(self.cfg, self.device):
-            embed = self.wm.encoder(batch["image"])
+            embed = self.wm.embed(batch)
             loss, post, _, scalars = self.wm.loss(batch, embed=embed)
             if extra_loss is not None:
                 extra, extra_scalars = extra_loss(embed, post)
@@ -608,7 +642,7 @@ class DreamerAgent(nn.Module):
             prev_action = torch.zeros(1, self.action_dim, device=self.device)
         else:
             rssm_state, prev_action = state
-        embed = self.wm.encoder(torch.as_tensor(obs["image"][None], device=self.device))
+        embed = self.wm.encoder(torch.as_tensor(obs[self.wm.obs_key][None], device=self.device))
         post, _ = self.wm.rssm.obs_step(rssm_state, prev_action, embed)
         return post
 

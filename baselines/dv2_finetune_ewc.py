@@ -60,7 +60,7 @@ class DV2FinetuneEWC(DV2Finetune):
 
         def posts(batch):
             with torch.no_grad():
-                embed = wm.encoder(batch["image"])
+                embed = wm.embed(batch)
                 post, _ = wm.rssm.observe(embed, batch["action"], batch["is_first"])
             return flatten_states(post)
 

@@ -13,11 +13,9 @@ import dataclasses
 
 import torch
 
-from baselines.dreamer import ActorCritic, DreamerAgent, clip_step, make_optimizer
-from baselines.dreamerv2 import OnlineLearner
-from baselines.dv2_finetune import QUICK, SMOKE, FinetuneConfig, paper_schedule
-from coworld_bench.algorithm import Algorithm, RunContext
-from coworld_bench.data import SequenceSampler
+from baselines.dreamer import ActorCritic, clip_step, make_optimizer
+from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
+from coworld_bench.algorithm import RunContext
 from coworld_bench.registry import register
 
 
@@ -28,25 +26,15 @@ class MultiTaskConfig(FinetuneConfig):
 
 
 @register("multitask-dv2")
-class MultiTaskDV2(Algorithm):
+class MultiTaskDV2(DV2Finetune):
+    """Shares DV2 Finetune's agent, source learner, target sampler and schedule; the
+    agent's own actor-critic is the source's and the target gets its own."""
+
     Config = MultiTaskConfig
     description = "One world model on source online + target offline data, separate actor-critics."
-    needs_source = True
-    has_value = True
-    presets = {"smoke": SMOKE, "quick": QUICK}
-
-    @classmethod
-    def for_tasks(cls, config, source, target):
-        return paper_schedule(config, target)
 
     def __init__(self, config: MultiTaskConfig, ctx: RunContext):
         super().__init__(config, ctx)
-        # The agent's own actor-critic is the source's; the target has its own.
-        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
-        self.learner = OnlineLearner(self.agent, ctx.make_source_env(),
-                                     ctx.work_dir / "source_replay", ctx.seed, config)
-        self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
-                                       seed=ctx.seed)
         self.target_ac = ActorCritic(config, self.agent.wm.rssm.feat_dim, ctx.action_dim
                                      ).to(ctx.device)
         self.target_actor_opt = make_optimizer(self.target_ac.actor.parameters(), config.actor_lr)
@@ -95,17 +83,13 @@ class MultiTaskDV2(Algorithm):
         return float(self.target_ac.value(self.agent.wm.rssm.feat(state[0]))[0])
 
     def state_dict(self):
-        return {"agent": self.agent.full_state(), "learner": self.learner.state(),
-                "sampler_rng": self.sampler.rng.bit_generator.state,
-                "target_ac": self.target_ac.state_dict(),
+        return {**super().state_dict(), "target_ac": self.target_ac.state_dict(),
                 "target_actor_opt": self.target_actor_opt.state_dict(),
                 "target_critic_opt": self.target_critic_opt.state_dict(),
                 "target_ac_updates": self.target_ac.updates}
 
     def load_state_dict(self, state):
-        self.agent.load_full_state(state["agent"])
-        self.learner.load(state["learner"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        super().load_state_dict(state)
         self.target_ac.load_state_dict(state["target_ac"])
         self.target_actor_opt.load_state_dict(state["target_actor_opt"])
         self.target_critic_opt.load_state_dict(state["target_critic_opt"])

@@ -80,7 +80,7 @@ class OfflineDV2(Algorithm):
             _, scalars = self.agent.train_model(batch)
             return scalars
         with torch.no_grad():  # the world model is frozen: posteriors only
-            embed = self.agent.wm.encoder(batch["image"])
+            embed = self.agent.wm.embed(batch)
             post, _ = self.agent.wm.rssm.observe(embed, batch["action"], batch["is_first"])
         scalars = self.agent.train_behaviour(post, reward_fn=self.penalised_reward,
                                              head_sampler=self.sample_heads)

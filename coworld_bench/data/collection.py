@@ -23,8 +23,9 @@ Behaviours:
   it trains. The "best return" is the noise-free scripted policy's own return
   (``reference_return``, measured at the start if not given): these policies solve
   every task but do not maximise the dense reward, so thresholds are relative to
-  them. Collection stops after the first episode at which the mean return of the
-  last ``window`` episodes reaches ``threshold x reference_return`` (1/3 for
+  them. Collection stops after the first episode (at least ``window`` in) at which
+  the mean return of the last ``window`` episodes reaches ``threshold x
+  reference_return`` (1/3 for
   medium-replay; 0.9 for medium-expert, "its maximum" read as 90% of it).
 - ``random``: uniform random actions.
 
@@ -203,8 +204,8 @@ def _run_episode_task(args):
 # Driver side ---------------------------------------------------------------------
 
 def _stop_reached(config: CollectConfig, returns: list[float], reference: float | None) -> bool:
-    if config.quality not in THRESHOLDS:
-        return False
+    if config.quality not in THRESHOLDS or len(returns) < config.window:
+        return False  # the rolling window must be full
     window = returns[-config.window:]
     return float(np.mean(window)) >= THRESHOLDS[config.quality] * reference
 

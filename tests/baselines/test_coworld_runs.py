@@ -51,6 +51,18 @@ def test_coworld_metaworld_to_robodesk_pads_actions(cli, tmp_path):
         assert set(np.unique(episode["reward"])) <= {0.0, 1.0}
 
 
+def test_coworld_low_dimensional_source(cli, tmp_path):
+    """The paper's setting: a Meta-World source observed through its state vector."""
+    result = cli("run", "--algo", "coworld", "--pair", "WC-OS", "--preset", "smoke", "--quiet",
+                 "--set", "source_obs=state", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    d = tmp_path / "WC-OS" / "coworld" / "seed0"
+    metrics = check_run(d)
+    keys = set().union(*metrics)
+    assert "target/minmax_active" in keys  # (C) transfers
+    assert "target/alignment_kl" not in keys and "source/relabel_nll" not in keys
+
+
 def test_coworld_dmc_pair(cli, tmp_path):
     result = cli("run", "--algo", "coworld", "--pair", "WW-WD", "--preset", "smoke", "--quiet",
                  "--out", tmp_path)
