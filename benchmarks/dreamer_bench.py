@@ -101,7 +101,7 @@ def learning(args):
     print(f"  random actions: {np.mean(baseline):.1f} ± {np.std(baseline):.1f}")
     for point in curve:
         env_steps = point["step"] * config["train_every"] + config["prefill"]
-        print(f"  update {point['step']:>6}  (~{env_steps:>6} env steps): "
+        print(f"  update {point['step']:>6}  (~{env_steps:>6} agent steps): "
               f"{point['mean']:.1f} ± {point['std']:.1f}")
 
 

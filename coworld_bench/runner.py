@@ -416,15 +416,16 @@ class Run:
               f"({seconds_per_update:.3g} s/update x {remaining} updates + {n_evals} "
               f"evaluations x {cfg.eval_episodes} episodes x {self.target.episode_steps} steps at "
               f"{probe * 1000:.0f} ms/step).")
-        if self.device.type == "cpu" and self.request.preset == "paper":
-            print("This is a CPU and the paper preset needs a GPU to finish in days; for a run "
-                  "that finishes in minutes add --preset quick.")
 
     def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
         cfg = self.config
+        if self.device.type == "cpu" and self.request.preset == "paper":
+            print("This is a CPU: the paper preset needs a GPU to finish in days. For a run that "
+                  "finishes in minutes, add --preset quick. Timing the first updates for an "
+                  "estimate...", flush=True)
         writer = SummaryWriter(str(self.dir / "tb"), purge_step=step or None)
         bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)

@@ -117,3 +117,18 @@ def test_eval_command(finished, cli):
     assert "at step 20" in result.stdout and "over 1 episodes" in result.stdout
     assert cli("eval", run_dir(out), "--episodes", "1").stdout == result.stdout
     assert reference["final"]["mean"] is not None
+
+
+def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, data_root, tmp_path):
+    """`run` without --preset is the paper preset; on a CPU it says how to ask for quick
+    before training, then prints an estimate from measured update times."""
+    dataset = data_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
+    result = cli("run", "--algo", "bc", "--target", "DC", "--quiet", "--out", tmp_path,
+                 "--set", f"dataset_dir={dataset}", "--set", "train_steps=7",
+                 "--set", "eval_episodes=1", "--set", "checkpoint_every=7")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "--preset quick" in out and "Estimated wall time on this device (cpu)" in out
+    assert out.index("--preset quick") < out.index("Estimated wall time")
+    config = json.loads((tmp_path / "DC" / "bc" / "seed0" / "config.json").read_text())
+    assert config["preset"] == "paper" and config["config"]["batch_size"] == 256
