@@ -358,6 +358,9 @@ class Run:
             request.source = None
         run = prepare(request)
         run.dir = Path(run_dir)
+        if cfg.get("dataset"):  # the data the run was trained on, wherever the root is now
+            run.dataset_directory = Path(cfg["dataset"])
+            run.collect_config = None
         return run
 
     def _eval_env_options(self, dataset) -> dict[str, Any]:

@@ -19,9 +19,15 @@ def run_dir(out):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_root):
+def own_root(tmp_path_factory):
+    """This module's data root: its first run must make the dataset itself."""
+    return tmp_path_factory.mktemp("lifecycle-data")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, own_root):
     out = tmp_path_factory.mktemp("runs")
-    env = {**os.environ, "COWORLD_BENCH_DATA": str(data_root)}
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(own_root)}
     result = subprocess.run([sys.executable, "-m", "coworld_bench.cli", *SMOKE, "--out", str(out)],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -59,20 +65,20 @@ def test_run_directory_has_every_file(finished):
     assert list((d / "tb").glob("events.out.tfevents.*"))
 
 
-def test_second_run_does_not_retrain(finished, cli):
+def test_second_run_does_not_retrain(finished, cli, own_root):
     out, _ = finished
     d = run_dir(out)
     before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()}
-    result = cli(*SMOKE, "--out", out)
+    result = cli(*SMOKE, "--out", out, env_extra={"COWORLD_BENCH_DATA": str(own_root)})
     assert result.returncode == 0, result.stderr
     assert "is finished" in result.stdout and "--force" in result.stdout
     assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()} == before
 
 
-def test_sigkill_then_resume_matches_uninterrupted(finished, tmp_path, data_root):
+def test_sigkill_then_resume_matches_uninterrupted(finished, tmp_path, own_root):
     out, _ = finished
     reference = json.loads((run_dir(out) / "result.json").read_text())
-    env = {**os.environ, "COWORLD_BENCH_DATA": str(data_root)}
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(own_root)}
     command = [sys.executable, "-m", "coworld_bench.cli", *SMOKE, "--out", str(tmp_path)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
@@ -101,9 +107,10 @@ def test_sigkill_then_resume_matches_uninterrupted(finished, tmp_path, data_root
         assert torch.equal(a["algorithm"]["net"][key], value), key
 
 
-def test_changed_config_is_refused(finished, cli):
+def test_changed_config_is_refused(finished, cli, own_root):
     out, _ = finished
-    result = cli(*SMOKE, "--out", out, "--set", "lr=0.001")
+    result = cli(*SMOKE, "--out", out, "--set", "lr=0.001",
+                 env_extra={"COWORLD_BENCH_DATA": str(own_root)})
     assert result.returncode != 0
     assert "different config" in result.stderr and "lr" in result.stderr
 
@@ -119,10 +126,10 @@ def test_eval_command(finished, cli):
     assert reference["final"]["mean"] is not None
 
 
-def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, data_root, tmp_path):
+def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, own_root, tmp_path):
     """`run` without --preset is the paper preset; on a CPU it says how to ask for quick
     before training, then prints an estimate from measured update times."""
-    dataset = data_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
+    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
     result = cli("run", "--algo", "bc", "--target", "DC", "--quiet", "--out", tmp_path,
                  "--set", f"dataset_dir={dataset}", "--set", "train_steps=7",
                  "--set", "eval_episodes=1", "--set", "checkpoint_every=7")
