@@ -27,6 +27,11 @@ weight) and provides the alignment target and the constraint; the source stage t
 (and relabels with) the source selected most often in the preceding target stage.
 Selections are logged per step.
 
+Latent snapshots (paper fig. 11): ``work/latents.npz`` holds the source and target
+encoder embeddings of the same fixed target frames at the start of co-training
+("before" alignment: the target encoder untrained) and after the last update
+("after"), for the report's t-SNE/PCA figure.
+
 Action spaces: every agent acts in the largest action dimension among the tasks;
 padded entries are ignored by the smaller envs (Meta-World -> RoboDesk).
 
@@ -252,16 +257,63 @@ class CoWorld(Algorithm):
         return "source", offset - cfg.target_updates
 
     def train_step(self, step):
+        scalars = self._train_step(step)
+        if step + 1 == self.config.train_steps:
+            self.snapshot_latents("after")
+        return scalars
+
+    def _train_step(self, step):
         phase, index = self.phase(step)
         if phase == "pretrain":
             return {f"source{index}/{k}": v for k, v in self.sources[index].learner.step().items()}
         if phase == "target":
             if index == 0:
                 self.selection_counts[:] = 0
+                if step == self.config.pretrain_updates * len(self.sources):
+                    self.snapshot_latents("before")
             return self.target_step()
         if index == 0 and len(self.sources) > 1:  # the stage trains the most selected source
             self.selected = int(self.selection_counts.argmax())
         return self.source_step(index)
+
+    # Latent snapshots (fig. 11) --------------------------------------------------------
+
+    LATENT_FRAMES = 256
+
+    def latent_frames(self) -> np.ndarray:
+        """Fixed target frames (the same in every snapshot and run of this dataset):
+        evenly spaced over the dataset's steps."""
+        dataset = self.ctx.dataset
+        offsets = np.concatenate([[0], np.cumsum(dataset.lengths)])
+        total = int(offsets[-1])
+        picks = np.unique(np.linspace(0, total - 1, min(self.LATENT_FRAMES, total)).astype(int))
+        frames = []
+        for flat in picks:
+            episode = int(np.searchsorted(offsets, flat, side="right") - 1)
+            start = int(flat - offsets[episode])
+            frames.append(dataset.read(episode, "image", start, start + 1)[0])
+        return np.stack(frames)
+
+    def snapshot_latents(self, tag: str) -> None:
+        """Writes both encoders' embeddings of the fixed frames under ``tag`` into
+        ``work/latents.npz`` (atomically; other tags kept). Consumes no random state."""
+        if self.config.source_obs != "image" or self.ctx.work_dir is None:
+            return
+        from coworld_bench.data.format import atomic_write_bytes
+
+        path = self.ctx.work_dir / "latents.npz"
+        arrays = {}
+        if path.exists():
+            with np.load(path, allow_pickle=False) as saved:
+                arrays = {k: saved[k] for k in saved.files}
+        images = torch.as_tensor(self.latent_frames(), device=self.ctx.device)
+        source = self.sources[self.selected]
+        with torch.no_grad():
+            arrays[f"{tag}_source"] = source.agent.wm.encoder(images).float().cpu().numpy()
+            arrays[f"{tag}_target"] = self.target.wm.encoder(images).float().cpu().numpy()
+        arrays[f"{tag}_source_task"] = np.array(source.task.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
 
     # Target step: (A) and (C) --------------------------------------------------------
 

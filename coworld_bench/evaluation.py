@@ -10,10 +10,13 @@ visited state (``Algorithm.value`` after ``policy`` has taken in the observation
 i.e. the posterior state for world-model agents) beside the true discounted return
 from that step, ``G_t = sum_k discount^k r_{t+1+k}``, with no bootstrap at the end.
 Algorithms without a critic get NaN values; rewards and returns are still recorded.
+``seconds_per_episode`` (wall time of policy + simulator, value trace included) feeds
+the report's training-time table.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,7 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
              record_values: bool = False, discount: float = 0.99, progress=None
              ) -> dict[str, Any]:
     returns, successes, values, rewards = [], [], [], []
+    start = time.perf_counter()
     for j in range(episodes):
         obs, _ = env.reset(seed=episode_seed(seed, eval_index, j))
         state = algorithm.initial_state()
@@ -64,7 +68,8 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
         if progress is not None:
             progress.update(1)
     result = {"returns": [float(r) for r in returns], "success": successes,
-              "mean": float(np.mean(returns)), "std": float(np.std(returns))}
+              "mean": float(np.mean(returns)), "std": float(np.std(returns)),
+              "seconds_per_episode": (time.perf_counter() - start) / episodes}
     if record_values:
         value = np.array(values, np.float64)
         reward = np.array(rewards, np.float64)

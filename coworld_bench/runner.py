@@ -228,6 +228,7 @@ class Run:
         return {**self.identity(), "action_dim": self.action_dim,
                 "dataset": str(self.dataset_directory) if self.dataset_directory else None,
                 "device": str(self.device),
+                "overrides": dict(self.request.overrides),
                 "versions": _versions(), "git_commit": _git_commit(),
                 "command": " ".join(sys.argv)}
 
