@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -279,7 +280,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_eval)
+
+    rp = sub.add_parser("report", help="tables, aggregates, figures and the reproduction report",
+                        description="Build every artefact of the paper (result tables with "
+                                    "rliable aggregates, transfer matrix, value estimation, "
+                                    "ablations, sensitivity, training curves, latent embeddings, "
+                                    "training time, reproduction.md) from a folder of runs.")
+    rp.add_argument("runs_dir", help="folder searched for run directories (e.g. ./runs)")
+    rp.add_argument("--out", help="output folder (default: results/<name of RUNS_DIR>)")
+    rp.add_argument("--seeds", type=int,
+                    help="seeds expected per cell (default: the most any cell of the table has)")
+    rp.add_argument("--bootstrap-reps", type=int, default=2000,
+                    help="bootstrap resamples for the confidence intervals (default: 2000)")
+    rp.add_argument("--embedding", default="tsne", choices=["tsne", "pca"],
+                    help="projection of the latent-embedding figure (default: tsne)")
+    rp.add_argument("--paper", help="folder of the paper's CSVs (default: results/paper)")
+    rp.set_defaults(func=_cmd_report)
     return parser
+
+
+def _cmd_report(args) -> int:
+    from coworld_bench.report import ReportError, build_report
+
+    runs_dir = Path(args.runs_dir)
+    out = Path(args.out) if args.out else Path("results") / runs_dir.resolve().name
+    try:
+        report = build_report(runs_dir, out, seeds=args.seeds, reps=args.bootstrap_reps,
+                              embedding=args.embedding, paper_dir=args.paper,
+                              log=lambda line: print(line, flush=True))
+    except ReportError as e:
+        print(f"coworld-bench: error: {e}", file=sys.stderr)
+        return 2
+    for problem in report.problems:
+        print(f"coworld-bench: warning: left out {problem}", file=sys.stderr)
+    print(f"Report of {len(report.records)} runs written to {report.out} "
+          f"({len(report.files)} files; see {report.out / 'README.md'}).")
+    return 0
 
 
 def _expected_errors():

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,42 @@ def cli(data_root):
         return subprocess.run([sys.executable, "-m", "coworld_bench.cli", *map(str, args)],
                               capture_output=True, text=True, env=env, timeout=timeout)
     return run
+
+
+# A folder of real smoke runs shared by the session (the report's tests and the
+# end-to-end checks of the algorithms that made them): Meta-World pairs WC->DC (the
+# paper's) and HP->DC with two seeds of CoWorld and Offline DV2, one multi-source run,
+# one ablation and one sensitivity point. The target data is medium-replay (scripted
+# behaviour, 2 episodes) so the runs land in the paper's Table 2 cells.
+SMOKE_DATA = ["--set", "dataset_quality=medium-replay", "--set", "dataset_behaviour=scripted"]
+SHARED_RUNS = [
+    *[["--algo", "coworld", "--pair", pair, "--seed", seed]
+      for seed in ("0", "1") for pair in ("WC-DC", "HP-DC")],
+    # Offline DV2 also evaluates half-way, so the training curves have a band to draw.
+    *[["--algo", "offline-dv2", "--target", "DC", "--seed", seed, "--set", "eval_every=10"]
+      for seed in ("0", "1")],
+    ["--algo", "coworld-multisource", "--target", "DC"],
+    ["--algo", "coworld-no-state-align", "--pair", "WC-DC"],
+    ["--algo", "coworld", "--pair", "WC-DC", "--set", "beta2=0.5", "--out-suffix", "beta2-0.5"],
+]
+
+
+@pytest.fixture(scope="session")
+def shared_runs(data_root, tmp_path_factory):
+    """``COWORLD_BENCH_TEST_RUNS=DIR`` keeps the runs in DIR between sessions (finished
+    runs are not retrained: the runner's own rule), for quick local iterations."""
+    keep = os.environ.get("COWORLD_BENCH_TEST_RUNS")
+    root = Path(keep) if keep else tmp_path_factory.mktemp("shared-runs")
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(data_root)}
+    for args in SHARED_RUNS:
+        args = list(args)
+        out = root
+        if "--out-suffix" in args:
+            i = args.index("--out-suffix")
+            out = root / args[i + 1]
+            del args[i:i + 2]
+        result = subprocess.run([sys.executable, "-m", "coworld_bench.cli", "run", *args,
+                                 *SMOKE_DATA, "--preset", "smoke", "--quiet", "--out", str(out)],
+                                capture_output=True, text=True, env=env, timeout=900)
+        assert result.returncode == 0, (args, result.stderr[-3000:])
+    return root

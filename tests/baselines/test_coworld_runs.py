@@ -19,11 +19,10 @@ def check_run(d):
     return load(d, "metrics.jsonl")
 
 
-def test_coworld_metaworld_pair_logs_every_transfer(cli, tmp_path):
-    result = cli("run", "--algo", "coworld", "--pair", "BP-DC", "--preset", "smoke", "--quiet",
-                 "--out", tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = check_run(tmp_path / "BP-DC" / "coworld" / "seed0")
+def test_coworld_metaworld_pair_logs_every_transfer(shared_runs):
+    """WC->DC, run by the session's shared fixture (tests/conftest.py)."""
+    d = shared_runs / "WC-DC" / "coworld" / "seed0"
+    metrics = check_run(d)
     keys = set().union(*metrics)
     for key in ("target/alignment_kl", "target/minmax_active", "target/source_value",
                 "target/value", "source/relabelled_reward", "source/true_target_reward",
@@ -33,6 +32,14 @@ def test_coworld_metaworld_pair_logs_every_transfer(cli, tmp_path):
     assert all(0.0 <= a <= 1.0 for a in active)
     etas = [m["source/eta"] for m in metrics if "source/eta" in m]
     assert all(0.1 <= e <= 1.0 for e in etas)
+    # Latent snapshots for the report: both encoders on the same fixed target frames, at
+    # the start of co-training and after the last update.
+    with np.load(d / "work" / "latents.npz", allow_pickle=False) as z:
+        assert {"before_source", "before_target", "after_source", "after_target"} <= set(z.files)
+        assert z["before_source"].shape == z["after_target"].shape
+        assert z["before_source"].shape[0] == 256
+        assert not np.allclose(z["before_target"], z["after_target"])  # the target trained
+        assert str(z["after_source_task"]) == "mw-window-close"
 
 
 def test_coworld_metaworld_to_robodesk_pads_actions(cli, tmp_path):
@@ -73,11 +80,8 @@ def test_coworld_dmc_pair(cli, tmp_path):
     assert (config["beta2"], config["k"], config["alpha"]) == (1.5, 0.9, 1.0)  # DMC's values
 
 
-def test_multisource_logs_its_selection(cli, tmp_path):
-    result = cli("run", "--algo", "coworld-multisource", "--target", "DC", "--preset", "smoke",
-                 "--quiet", "--out", tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    d = tmp_path / "DC" / "coworld-multisource" / "seed0"
+def test_multisource_logs_its_selection(shared_runs):
+    d = shared_runs / "DC" / "coworld-multisource" / "seed0"
     metrics = check_run(d)
     with open(d / "work" / "source_selection.csv") as f:
         rows = list(csv.DictReader(f))

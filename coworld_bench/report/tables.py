@@ -1,0 +1,263 @@
+"""Result tables in the paper's layout: rows = algorithms, columns = pairs, cells =
+mean ± std over seeds of the per-seed score (the mean return of the run's final
+evaluation), and the average over the table's columns.
+
+std is the population std over seeds (``ddof=0``). A cell with fewer seeds than the
+table's expected count says how many it has (``(1/3 seeds)``); an empty one reads
+``– (0/3 seeds)``; an average over incomplete columns reads ``– (5/6 pairs)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Iterable
+
+import numpy as np
+
+from coworld_bench import tasks as tasks_lib
+from coworld_bench.report.runs import RunRecord
+
+__all__ = ["Table", "Cell", "build_tables", "display_name", "ABLATIONS", "MAX_RETURN",
+           "column_order", "format_cell"]
+
+# Display names in the paper's terms; algorithms from plugins show their own name.
+DISPLAY = {
+    "bc": "BC",
+    "dreamerv2": "DreamerV2 (online)",
+    "drq-bc": "DrQ+BC",
+    "cql": "CQL",
+    "curl": "CURL",
+    "lompo": "LOMPO",
+    "offline-dv2": "Offline DV2",
+    "dv2-finetune": "DV2 Finetune",
+    "dv2-finetune-ewc": "DV2 Finetune + EWC",
+    "lompo-finetune": "LOMPO Finetune",
+    "multitask-dv2": "Multi-Task DV2",
+    "coworld": "CoWorld",
+    "coworld-multisource": "CoWorld (multi-source)",
+    "coworld-no-state-align": "CoWorld w/o state alignment",
+    "coworld-no-reward-align": "CoWorld w/o reward alignment",
+    "coworld-no-value-constraint": "CoWorld w/o value constraint",
+    "coworld-brute-force": "CoWorld w/o Max",
+}
+ROW_ORDER = list(DISPLAY)
+ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align", "coworld-no-value-constraint",
+             "coworld-brute-force")
+# The most return an episode can give (500 steps x the largest per-step reward):
+# scores are divided by it for the aggregates across tasks.
+MAX_RETURN = {"metaworld": 5000.0, "robodesk": 500.0, "dmc": 1000.0}
+
+
+def display_name(algo: str) -> str:
+    return DISPLAY.get(algo, algo)
+
+
+def _row_key(algo: str) -> tuple:
+    if algo in ROW_ORDER:
+        index = ROW_ORDER.index(algo)
+        return (2 if algo.startswith("coworld") else 0, index, algo)
+    return (1, 0, algo)  # plugins: after the baselines, before CoWorld
+
+
+def column_order(columns: Iterable[str], benchmark: str) -> list[str]:
+    """The paper's pair order first, then the rest alphabetically."""
+    paper = []
+    for name in tasks_lib.PAPER_PAIRS.get(benchmark, ()):
+        pair = tasks_lib.resolve_pair(name)
+        paper.append(f"{pair.source.code}->{pair.target.code}")
+    columns = set(columns)
+    return [c for c in paper if c in columns] + sorted(columns - set(paper))
+
+
+@dataclasses.dataclass
+class Cell:
+    algo: str
+    column: str
+    seeds: list[int]
+    scores: list[float]
+    runs: list[RunRecord]
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.scores)) if self.scores else math.nan
+
+
+def format_number(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def format_cell(cell: Cell, expected: int, decimals: int, plus_minus: str = "±") -> str:
+    if cell.n == 0:
+        return f"– (0/{expected} seeds)"
+    text = f"{format_number(cell.mean, decimals)}{plus_minus}{format_number(cell.std, decimals)}"
+    if cell.n < expected:
+        text += f" ({cell.n}/{expected} seeds)"
+    return text
+
+
+@dataclasses.dataclass
+class Table:
+    """One result table: a benchmark, a dataset quality, a preset and a variant."""
+
+    benchmark: str
+    quality: str
+    preset: str
+    variant: str
+    columns: list[str]
+    algos: list[str]
+    cells: dict[tuple[str, str], Cell]
+    expected_seeds: int
+
+    @property
+    def name(self) -> str:
+        name = f"{self.benchmark}_{self.quality}_{self.preset}"
+        if self.variant:
+            name += "__" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", self.variant)
+        return name
+
+    @property
+    def title(self) -> str:
+        bench = {"metaworld": "Meta-World", "dmc": "DMC cross-dynamics",
+                 "metaworld-robodesk": "Meta-World → RoboDesk"}.get(self.benchmark, self.benchmark)
+        title = f"{bench}, offline {self.quality} target, preset {self.preset}"
+        if self.variant:
+            title += f", settings {self.variant}"
+        return title
+
+    def cell(self, algo: str, column: str) -> Cell:
+        return self.cells[(algo, column)]
+
+    def average(self, algo: str) -> float | None:
+        """Mean over columns of the cell means; None unless every column has a seed."""
+        cells = [self.cell(algo, c) for c in self.columns]
+        if any(c.n == 0 for c in cells):
+            return None
+        return float(np.mean([c.mean for c in cells]))
+
+    def average_text(self, algo: str, decimals: int) -> str:
+        value = self.average(algo)
+        if value is None:
+            filled = sum(self.cell(algo, c).n > 0 for c in self.columns)
+            return f"– ({filled}/{len(self.columns)} pairs)"
+        return format_number(value, decimals)
+
+    def decimals(self) -> int:
+        """Whole numbers as in the paper, unless the scores are small (smoke runs)."""
+        means = [abs(c.mean) for c in self.cells.values() if c.n]
+        return 0 if means and max(means) >= 100 else 1
+
+    # Renderings --------------------------------------------------------------------
+
+    def rows(self, plus_minus: str = "±") -> list[list[str]]:
+        d = self.decimals()
+        return [[display_name(a), *[format_cell(self.cell(a, c), self.expected_seeds, d,
+                                                plus_minus) for c in self.columns],
+                 self.average_text(a, d)] for a in self.algos]
+
+    def to_csv(self) -> str:
+        import csv
+        import io
+
+        out = io.StringIO()
+        out.write(f"# {self.title}. Mean±std over seeds of the per-seed mean final return "
+                  f"(expected seeds: {self.expected_seeds}).\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["model", *self.columns, "avg"])
+        writer.writerows(self.rows())
+        return out.getvalue()
+
+    def to_long_csv(self) -> str:
+        """One line per cell at full precision (what the paper layout is rounded from)."""
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["algo", "model", "column", "n_seeds", "expected_seeds", "mean", "std",
+                         "seeds", "scores", "runs"])
+        for a in self.algos:
+            for c in self.columns:
+                cell = self.cell(a, c)
+                writer.writerow([a, display_name(a), c, cell.n, self.expected_seeds,
+                                 repr(cell.mean), repr(cell.std),
+                                 " ".join(map(str, cell.seeds)),
+                                 " ".join(repr(s) for s in cell.scores),
+                                 " ".join(str(r.path) for r in cell.runs)])
+        return out.getvalue()
+
+    def to_markdown(self) -> str:
+        header = ["Model", *[c.replace("->", "→") for c in self.columns], "Avg."]
+        lines = [f"**{self.title}.** Mean ± std over seeds of the per-seed mean final return.",
+                 "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
+        for row in self.rows(plus_minus=" ± "):
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        def esc(text: str) -> str:
+            return (text.replace("\\", r"\textbackslash{}").replace("&", r"\&")
+                    .replace("%", r"\%").replace("_", r"\_").replace("#", r"\#"))
+
+        def col(c: str) -> str:
+            return esc(c).replace("->", r"$\rightarrow$")
+
+        body = []
+        for row in self.rows(plus_minus=r" $\pm$ "):
+            cells = [esc(row[0])] + [r.replace("–", "--") for r in row[1:]]
+            body.append(" & ".join(cells) + r" \\")
+        spec = "l" + "c" * (len(self.columns) + 1)
+        return "\n".join([
+            r"\begin{table}[t]", r"\centering", r"\small",
+            rf"\caption{{{esc(self.title)}. Mean $\pm$ std over seeds of the per-seed mean "
+            r"final return.}",
+            rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+            "Model & " + " & ".join(col(c) for c in self.columns) + r" & Avg. \\",
+            r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def build_tables(records: list[RunRecord], seeds: int | None = None,
+                 include_ablations: bool = False) -> list[Table]:
+    """Groups runs by (benchmark, quality, preset, variant). Columns are the pairs seen
+    in the group; an offline algorithm's run fills every column with its target (and
+    a column of its own, the target code, when no pair has that target)."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        if r.algo in ABLATIONS and not include_ablations:
+            continue
+        groups.setdefault((r.benchmark, r.quality, r.preset, r.variant), []).append(r)
+    tables = []
+    for (benchmark, quality, preset, variant), runs in sorted(groups.items()):
+        pair_columns = {r.column for r in runs if r.source is not None}
+        pair_targets = {r.target.id for r in runs if r.source is not None}
+        target_only = {r.column for r in runs if r.source is None and r.target.id not in pair_targets}
+        columns = column_order(pair_columns | target_only, benchmark)
+        algos = sorted({r.algo for r in runs}, key=_row_key)
+        cells = {(a, c): Cell(a, c, [], [], []) for a in algos for c in columns}
+        for r in sorted(runs, key=lambda r: (r.seed, str(r.path))):
+            if r.source is not None:
+                targets = [r.column]
+            else:
+                targets = [c for c in columns if _column_target(c) == r.target.id]
+            for c in targets:
+                cell = cells[(r.algo, c)]
+                cell.seeds.append(r.seed)
+                cell.scores.append(r.score)
+                cell.runs.append(r)
+        expected = seeds or max(c.n for c in cells.values())
+        tables.append(Table(benchmark, quality, preset, variant, columns, algos, cells, expected))
+    return tables
+
+
+def _column_target(column: str) -> str:
+    return tasks_lib.resolve_task(column.split("->")[-1]).id
