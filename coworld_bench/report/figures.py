@@ -11,7 +11,6 @@ import io
 import itertools
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -86,5 +85,3 @@ def panel_grid(plt, n: int, max_cols: int, size=(3.6, 2.9), sharey=False):
         ax.set_visible(False)
     return fig, flat[:n]
 
-
-Plotter = Callable[..., list[Path]]

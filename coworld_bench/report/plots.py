@@ -15,7 +15,7 @@ import numpy as np
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.data.format import atomic_write_bytes
 from coworld_bench.report.aggregates import Aggregates
-from coworld_bench.report.figures import (HATCHES, GRAYS, line_style, panel_grid, save, style,
+from coworld_bench.report.figures import (GRAYS, HATCHES, MARKERS, line_style, panel_grid, save, style,
                                           text_color, with_ext)
 from coworld_bench.report.runs import RunRecord
 from coworld_bench.report.tables import ABLATIONS, Table, display_name
@@ -479,7 +479,7 @@ def aggregate_plots(agg: Aggregates, out: Path) -> list[Path]:
     for i, algo in enumerate(algos):
         point = agg.point[algo]["IQM"]
         low, high = agg.interval[algo]["IQM"]
-        ax.errorbar([point], [i], xerr=[[point - low], [high - point]], fmt=MARKER(i),
+        ax.errorbar([point], [i], xerr=[[point - low], [high - point]], fmt=MARKERS[i % len(MARKERS)],
                     color="0.1", capsize=4, markersize=7)
     ax.set_yticks(range(len(algos)), [display_name(a) for a in algos])
     ax.set_ylim(-0.6, len(algos) - 0.4)
@@ -514,8 +514,3 @@ def aggregate_plots(agg: Aggregates, out: Path) -> list[Path]:
     fig.tight_layout()
     return save(fig, out / "aggregates" / f"aggregates_{table.name}")
 
-
-def MARKER(i: int) -> str:  # noqa: N802 - a tiny helper read like a constant table
-    from coworld_bench.report.figures import MARKERS
-
-    return MARKERS[i % len(MARKERS)]
