@@ -13,9 +13,10 @@ Behaviours:
 - ``dreamerv2``: the paper's definition. A DreamerV2 agent (the ``dreamerv2``
   algorithm, preset ``agent_preset``) trains online on the task for ``episodes``
   episodes, every episode it plays streamed to disk. Its best score is the best
-  mean return over ``window`` consecutive training episodes; the dataset keeps the
-  episodes from the first one until the first window that reaches 1/3 of that best
-  (medium-replay) or the best itself (medium-expert). Such a collection restarts
+  mean return over ``window`` consecutive training episodes (full windows only);
+  the dataset keeps the episodes from the first one until the end of the first
+  window that reaches 1/3 of that best (medium-replay) or the best itself
+  (medium-expert); see ``select_prefix``. Such a collection restarts
   from the beginning if interrupted (the agent is not checkpointed here).
 - ``scripted``: a fast approximation for Meta-World. The task's scripted policy
   acts with Gaussian action noise annealed linearly from ``noise_start`` to
@@ -275,15 +276,27 @@ def _check_resumable(out: Path, manifest: dict, config: CollectConfig) -> list[d
 def select_prefix(returns: list[float], quality: str, window: int) -> tuple[int, float, float]:
     """How many of an improving agent's episodes a quality keeps.
 
-    Returns (count, threshold, best): ``best`` is the best mean return over ``window``
-    consecutive episodes; the data runs from the first episode to the end of the first
-    window whose mean reaches 1/3 of best (medium-replay) or best (medium-expert).
+    Returns (count, threshold, best). Only full windows of ``window`` consecutive
+    episodes are averaged: a partial window at the start would let one lucky early
+    episode set or reach the threshold. ``best`` is the best such mean; the data runs
+    from the first episode to the end of the first full window whose mean reaches
+    1/3 of best (medium-replay) or best (medium-expert), so ``count >= window``.
+
+    With fewer episodes than ``window`` (a small episode budget) the whole run is
+    the one window: ``best`` is the mean of all returns and every episode is kept.
+    This is not an error, so that a short collection still ends with a dataset.
     """
-    rolling = [float(np.mean(returns[max(0, i - window + 1):i + 1])) for i in range(len(returns))]
-    best = max(rolling)
+    if not returns:
+        raise ValueError("select_prefix needs at least one episode return.")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}.")
+    window = min(window, len(returns))
+    # means[j] averages episodes j .. j + window - 1.
+    means = [float(np.mean(returns[j:j + window])) for j in range(len(returns) - window + 1)]
+    best = max(means)
     threshold = best / 3.0 if quality == "medium-replay" else best
-    count = next(i for i, r in enumerate(rolling) if r >= threshold) + 1
-    return count, threshold, best
+    first = next(j for j, m in enumerate(means) if m >= threshold)
+    return first + window, threshold, best
 
 
 def collect_with_agent(config: CollectConfig, out: Path, progress: bool) -> dict[str, Any]:

@@ -5,8 +5,9 @@ is edited:
 
 - ``uphill`` / ``downhill``: gravity tilted by 15 degrees, (-2.54, 0, -9.47) uphill
   and (+2.54, 0, -9.47) downhill (the body moves along +x); camera 0 rolled by
-  15 degrees so the ground looks sloped the same way; the floor enlarged to 1000 so
-  its edge stays out of the rolled view.
+  15 degrees so the ground looks sloped the same way; the floor enlarged to 1000
+  along x only, to the authors' sizes (``SLOPE_FLOOR_SIZE``), so its end stays out
+  of the rolled view while the rendered ground is the same strip (SPEC section 7).
 - walker ``nofoot``: the right foot geom shrunk to size 0.001; cheetah ``nopaw``: the
   front foot (``ffoot``) geom shrunk to 0.001. Actuators are kept (6-d action).
 
@@ -27,7 +28,11 @@ from coworld_bench.tasks import TaskSpec
 
 SLOPE_DEGREES = 15.0
 GRAVITY = 9.81
-FLOOR_SIZE = 1000.0
+# The slopes' floor/ground geom size, the authors' XML values: only x is enlarged
+# (to 1000) so the rolled view never reaches the end of the floor; y and z are
+# stock dm_control's (walker floor "250 .8 .2", cheetah ground "100 .8 .5"), so the
+# rendered ground is the same 0.8-wide strip. The stock geom pos is kept.
+SLOPE_FLOOR_SIZE = {"walker": (1000.0, 0.8, 0.2), "cheetah": (1000.0, 0.8, 0.5)}
 SHRUNK_SIZE = 0.001
 _FLOOR = {"walker": "floor", "cheetah": "ground"}
 _FOOT = {"walker": "right_foot", "cheetah": "ffoot"}
@@ -77,9 +82,7 @@ def variant_xml(domain: str, variant: str) -> tuple[str, dict]:
         if option is None:
             option = ET.SubElement(root, "option")
         option.set("gravity", " ".join(f"{g:.6f}" for g in slope_gravity(variant)))
-        floor = geoms[_FLOOR[domain]]
-        size = floor.get("size").split()
-        floor.set("size", " ".join([f"{FLOOR_SIZE:g}", f"{FLOOR_SIZE:g}", *size[2:]]))
+        geoms[_FLOOR[domain]].set("size", " ".join(f"{v:g}" for v in SLOPE_FLOOR_SIZE[domain]))
         # Camera 0's orientation in its body frame, as MuJoCo compiles it from the
         # stock XML (euler/quat/xyaxes alike), then rolled about its viewing axis.
         stock = mujoco.MjModel.from_xml_string(xml, assets)
@@ -120,7 +123,6 @@ class DMCEnv(BenchmarkEnv):
         if options.camera not in (None, "0"):
             raise ValueError("DMC tasks use camera 0; camera must be left unset.")
         self._domain, self._variant = task.sim_task.split("-")
-        self._seed = seed
         self._env = make_dm_env(self._domain, self._variant, seed)
         model = self._env.physics.model.ptr
         self._camera = Camera(model, options.image_size, 0, fast=options.fast_render)
@@ -140,8 +142,9 @@ class DMCEnv(BenchmarkEnv):
                                for v in time_step.observation.values()])
 
     def _sim_seed(self, seed):
-        if seed is not None and seed != self._seed:
-            self._seed = seed
+        # Reseed on every reset(seed=s), even if s is the seed used last: the task's
+        # RandomState has advanced since, and reset(seed=s) must repeat the episode.
+        if seed is not None:
             self._env.task._random = np.random.RandomState(seed)
             self._bg_rng = np.random.default_rng(seed)
 

@@ -108,10 +108,62 @@ def test_select_prefix_by_hand():
     from coworld_bench.data.collection import select_prefix
 
     returns = [0, 3, 3, 9, 12, 6, 15, 3]
-    # window 2 rolling means: 0, 1.5, 3, 6, 10.5, 9, 10.5, 9 -> best 10.5
+    # Full windows of 2 only, means[j] = mean(returns[j:j+2]):
+    #   j=0 (0+3)/2=1.5, j=1 (3+3)/2=3, j=2 (3+9)/2=6, j=3 (9+12)/2=10.5,
+    #   j=4 (12+6)/2=9, j=5 (6+15)/2=10.5, j=6 (15+3)/2=9 -> best 10.5.
+    # medium-replay: threshold 10.5/3 = 3.5, first reached at j=2 -> count 2+2 = 4.
+    # medium-expert: threshold 10.5, first reached at j=3 -> count 3+2 = 5.
+    # (The old rule's extra partial window, [0] -> 0, changed nothing here.)
     assert select_prefix(returns, "medium-replay", 2) == (4, 3.5, 10.5)
     assert select_prefix(returns, "medium-expert", 2) == (5, 10.5, 10.5)
+    # Window 1: means are the returns, best 15 at j=6 -> count 7.
     assert select_prefix(returns, "medium-expert", 1) == (7, 15.0, 15.0)
+    # Window 3: j=0 (0+3+3)/3=2, j=1 (3+3+9)/3=5, j=2 (3+9+12)/3=8, j=3 (9+12+6)/3=9,
+    #   j=4 (12+6+15)/3=11, j=5 (6+15+3)/3=8 -> best 11.
+    # medium-replay: threshold 11/3 = 3.67, first reached at j=1 (5) -> count 1+3 = 4.
+    # medium-expert: threshold 11 at j=4 -> count 4+3 = 7.
+    assert select_prefix(returns, "medium-replay", 3) == (4, pytest.approx(11 / 3), 11.0)
+    assert select_prefix(returns, "medium-expert", 3) == (7, 11.0, 11.0)
+
+
+def test_select_prefix_ignores_a_lucky_first_episode():
+    from coworld_bench.data.collection import select_prefix
+
+    returns = [2000, 100, 100, 100, 100] + [5000] * 10
+    # Full windows of 5: j=0 (2000+4*100)/5=480, j=1 (4*100+5000)/5=1080,
+    #   j=2 (3*100+2*5000)/5=2060, j=3 (2*100+3*5000)/5=3040, j=4 (100+4*5000)/5=4020,
+    #   j=5..10 5000 -> best 5000.
+    # medium-replay: threshold 5000/3 = 1666.7, first reached at j=2 -> count 2+5 = 7.
+    # (The old rule averaged the partial window [2000] and stopped at episode 1.)
+    assert select_prefix(returns, "medium-replay", 5) == (7, pytest.approx(5000 / 3), 5000.0)
+    # medium-expert: threshold 5000, first reached at j=5 -> count 5+5 = 10.
+    assert select_prefix(returns, "medium-expert", 5) == (10, 5000.0, 5000.0)
+
+
+def test_select_prefix_keeps_at_least_a_full_window():
+    from coworld_bench.data.collection import select_prefix
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        window = int(rng.integers(1, 8))
+        n = int(rng.integers(window, 30))
+        returns = list(rng.exponential(100.0, n) * rng.integers(0, 2, n))
+        for quality in ("medium-replay", "medium-expert"):
+            count, threshold, best = select_prefix(returns, quality, window)
+            assert window <= count <= n
+            # The window that ends at count reaches the threshold and is a real window.
+            assert np.mean(returns[count - window:count]) >= threshold
+            assert best == max(np.mean(returns[j:j + window]) for j in range(n - window + 1))
+
+
+def test_select_prefix_short_run_is_one_window():
+    from coworld_bench.data.collection import select_prefix
+
+    # 3 episodes, window 5: the whole run is the window, mean (1+2+6)/3 = 3; all kept.
+    assert select_prefix([1, 2, 6], "medium-replay", 5) == (3, 1.0, 3.0)
+    assert select_prefix([1, 2, 6], "medium-expert", 5) == (3, 3.0, 3.0)
+    with pytest.raises(ValueError, match="at least one"):
+        select_prefix([], "medium-replay", 5)
 
 
 def test_dreamerv2_behaviour_collects_a_prefix_of_its_training(tmp_path):

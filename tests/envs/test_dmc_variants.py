@@ -52,7 +52,9 @@ def test_slopes_roll_camera_and_enlarge_floor(domain, base, floor):
     stock = physics(f"dmc-{domain}-{base}").model
     for variant, sign in (("downhill", 1), ("uphill", -1)):
         model = physics(f"dmc-{domain}-{variant}").model
-        assert model.geom(floor).size[0] == model.geom(floor).size[1] == 1000
+        # Enlarged along x only (SPEC section 7); test_slope_floor_sizes checks all three.
+        assert model.geom(floor).size[0] == 1000
+        assert model.geom(floor).size[1] == pytest.approx(0.8)
         # Relative rotation between the stock and the rolled camera: a pure roll
         # about the camera's own viewing (z) axis by 15 degrees.
         q0, q1 = stock.cam_quat[0], model.cam_quat[0]
@@ -63,6 +65,38 @@ def test_slopes_roll_camera_and_enlarge_floor(domain, base, floor):
         angle = math.degrees(2 * math.atan2(rel_v[2], rel_w))
         assert angle == pytest.approx(sign * 15.0, abs=1e-4)
         np.testing.assert_allclose(model.cam_pos[0], stock.cam_pos[0])
+
+
+# The authors' XML: x enlarged to 1000, y and z as stock dm_control has them.
+AUTHORS_SLOPE_FLOOR = {"walker": ("floor", [1000, 0.8, 0.2]),
+                       "cheetah": ("ground", [1000, 0.8, 0.5])}
+STOCK_FLOOR = {"walker": [250, 0.8, 0.2], "cheetah": [100, 0.8, 0.5]}
+
+
+def stock_floor_size(domain):
+    """The floor size of dm_control's own, unmodified model."""
+    from dm_control.suite import cheetah, walker
+
+    module = {"walker": walker, "cheetah": cheetah}[domain]
+    name = AUTHORS_SLOPE_FLOOR[domain][0]
+    stock = module.Physics.from_xml_string(*module.get_model_and_assets())
+    return stock.named.model.geom_size[name]
+
+
+@pytest.mark.parametrize("domain,variants", [
+    ("walker", ("walk", "nofoot", "uphill", "downhill")),
+    ("cheetah", ("run", "nopaw", "uphill", "downhill")),
+])
+def test_slope_floor_sizes(domain, variants):
+    name, authors = AUTHORS_SLOPE_FLOOR[domain]
+    stock = stock_floor_size(domain)
+    np.testing.assert_allclose(stock, STOCK_FLOOR[domain])  # the dm_control these values match
+    for variant in variants:
+        size = physics(f"dmc-{domain}-{variant}").named.model.geom_size[name]
+        if variant in ("uphill", "downhill"):
+            np.testing.assert_allclose(size, authors, err_msg=variant)
+        else:
+            np.testing.assert_array_equal(size, stock, err_msg=variant)
 
 
 @pytest.mark.parametrize("task_id,base_id,geom", [
@@ -93,3 +127,25 @@ def test_dmc_action_repeat_two():
     env.reset()
     env.step(np.zeros(6, np.float32))
     assert env.unwrapped.physics.data.time == pytest.approx(2 * 0.025)
+
+
+@pytest.mark.parametrize("task_id", ["WW", "CR"])
+def test_reset_with_the_same_seed_repeats_the_episode(task_id):
+    """reset(seed=s) reseeds every time, also when s is the seed used last."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 6)).astype(np.float32)
+
+    def episode(env, seed):
+        frames = [env.reset(seed=seed)[0]["image"]]
+        for action in actions:
+            frames.append(env.step(action)[0]["image"])
+        return frames
+
+    env = envs.make(task_id, seed=5, image_size=64, fast_render=True)
+    first = episode(env, 5)
+    again = episode(env, 5)  # the same seed as the env's and as the last reset
+    fresh = episode(envs.make(task_id, seed=0, image_size=64, fast_render=True), 5)
+    other = episode(env, 6)
+    for a, b, c in zip(first, again, fresh):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(first[0], other[0]), "the seed does not change the start"
