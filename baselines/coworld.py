@@ -1,9 +1,18 @@
 """CoWorld: collaborative world models for offline visual RL (paper section 3, Alg. 1).
 
 A source agent (world model + actor-critic) learns online in the source simulator; a
-target agent learns from the offline target dataset. After the source is pretrained,
-training alternates rounds of ``target_updates`` target steps and ``source_updates``
-source steps, with three transfers:
+target agent learns from the offline target dataset. After the source is pretrained
+for ``pretrain_env_steps`` environment steps (``pretrain_env_steps / train_every``
+updates, SPEC section 7), training alternates rounds of ``target_updates`` target
+steps and ``source_updates`` source steps (both counted in updates), with three
+transfers. Each update is a loss function over named terms, optimised by
+``baselines.dreamer.optimize``; the paper's equations are:
+
+- Eq. (3), ``CoWorld.target_model_loss``: DreamerV2's world-model loss plus (A).
+- Eq. (4), ``relabel_rewards``; Eq. (5) with Eq. (2), ``CoWorld.source_model_loss``.
+- Eq. (6), ``CoWorld.target_behaviour_loss``: critic with (C) (``minmax_value_loss``).
+- Eqs. (7), (8): DreamerV2's actor loss and lambda-return (``baselines.dreamer``);
+  the paper's rho on dynamics backpropagation is 1 - ``reinforce_weight`` here.
 
 (A) state alignment, target step. The target world model's loss gains
     beta2 * KL( sg(g(e_S(o_T))) || g(e_T(o_T)) ), g = softmax over the encoder
@@ -15,7 +24,8 @@ source steps, with three transfers:
     The source reward loss is eta * NLL(r_S on source data) + (1 - eta) * NLL(r~ on
     target states), eta going linearly from 1 to 0.1 over each source stage (the
     authors' code freezes eta by a bug; not copied). The relabelled term trains the
-    reward head on detached source-model features.
+    whole source world model (paper: Eq. (5) is integrated into Eq. (2) "to train the
+    entire world model"; SPEC section 7): only r_S inside r~ is a stopped gradient.
 (C) min-max value constraint, target step. Critic loss
     sum_t 1/2 (v(z_t) - sg(V_t^lambda))^2 + alpha * max(v(z_t), sg(v_S(z_t))), v_S the
     source critic on the target's imagined states: its gradient pushes v down only where
@@ -51,8 +61,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent, clip_step
+from baselines.dreamer import (
+    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states,
+)
 from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
+from baselines.dv2_finetune import PAPER_PRETRAIN_ENV_STEPS, updates_for_env_steps
 from coworld_bench.algorithm import Algorithm, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
@@ -64,10 +77,9 @@ PAPER = {
     "robodesk": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000),
     "dmc": dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000),
 }
-PRETRAIN = {"metaworld": 160_000, "robodesk": 160_000, "dmc": 600_000}
 # Co-training updates after pretraining (target and source steps together): the paper's
-# training-efficiency table gives CoWorld 460k iterations on Meta-World (160k + 300k);
-# DMC follows DV2 Finetune's 600k + 600k.
+# training-efficiency table gives CoWorld 460k iterations on Meta-World (160k
+# pretraining env steps + 300k updates); DMC follows DV2 Finetune's 600k + 600k.
 CO_TRAINING_UPDATES = {"metaworld": 300_000, "robodesk": 300_000, "dmc": 600_000}
 
 
@@ -126,7 +138,9 @@ class CoWorldConfig(DreamerV2Config):
     target's suite.
 
     Attributes:
-      pretrain_updates: online source updates before co-training (per source).
+      pretrain_env_steps: source environment steps of online pretraining before
+        co-training, per source (paper: 160k Meta-World/RoboDesk, 600k DMC); that is
+        ``pretrain_updates`` = pretrain_env_steps / train_every updates.
       target_updates: target steps per round.
       source_updates: source steps per round.
       rounds: co-training rounds (0: enough to cover the paper's co-training updates;
@@ -143,7 +157,7 @@ class CoWorldConfig(DreamerV2Config):
     """
 
     train_steps: int = 0
-    pretrain_updates: int = 0
+    pretrain_env_steps: int = 0
     target_updates: int = 0
     source_updates: int = 20_000
     rounds: int = 0
@@ -160,6 +174,10 @@ class CoWorldConfig(DreamerV2Config):
     dataset_quality: str = "medium-replay"
     dataset_behaviour: str = "dreamerv2"
 
+    @property
+    def pretrain_updates(self) -> int:
+        return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
+
 
 def resolve_paper_values(config: CoWorldConfig, target) -> CoWorldConfig:
     paper = PAPER[target.suite]
@@ -168,8 +186,8 @@ def resolve_paper_values(config: CoWorldConfig, target) -> CoWorldConfig:
             setattr(config, key, paper[key])
     if config.target_updates == 0:
         config.target_updates = paper["target_updates"]
-    if config.pretrain_updates == 0:
-        config.pretrain_updates = PRETRAIN[target.suite]
+    if config.pretrain_env_steps == 0:
+        config.pretrain_env_steps = PAPER_PRETRAIN_ENV_STEPS[target.suite]
     per_round = config.target_updates + config.source_updates
     co_training = CO_TRAINING_UPDATES[target.suite]
     if config.rounds == 0:
@@ -184,10 +202,10 @@ def resolve_paper_values(config: CoWorldConfig, target) -> CoWorldConfig:
     return config
 
 
-SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_updates=6, target_updates=4,
+SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_env_steps=30, target_updates=4,
              source_updates=3, rounds=2, train_steps=20)
 QUICK = dict(QUICK_MODEL, batch_size=16, seq_len=16, prefill=1_500, train_every=5,
-             pretrain_updates=300, target_updates=200, source_updates=100, rounds=2,
+             pretrain_env_steps=1_500, target_updates=200, source_updates=100, rounds=2,
              train_steps=900, eval_every=0)
 
 
@@ -323,8 +341,8 @@ class CoWorld(Algorithm):
         if len(self.sources) == 1:
             return 0, {}
         with torch.no_grad():
-            embeds = [s.agent.wm.encoder(images) for s in self.sources]
-        chosen, kls = closest_source(embeds, target_embed)
+            embeds = [s.agent.wm.encoder(images).float() for s in self.sources]
+        chosen, kls = closest_source(embeds, target_embed.float())
         self.selection_counts[chosen] += 1
         self.target_steps += 1
         scalars = {f"select_kl/{s.task.code}": kl for s, kl in zip(self.sources, kls)}
@@ -340,73 +358,88 @@ class CoWorld(Algorithm):
                     + ",".join(f"{kl:.6g}" for kl in kls) + "\n")
         return chosen, scalars
 
-    def target_step(self) -> dict:
+    def target_model_loss(self, batch):
+        """Eq. (3): the target world model's DreamerV2 loss plus (A), the domain
+        alignment beta2 * KL( sg(g(e_S(o_T))) || g(e_T(o_T)) ) (``model/state_align``),
+        with the source chosen for this step (multi-source: the closest)."""
         cfg = self.config
-        batch = self.target.batch(self.sampler)
-        extra_scalars = {}
-
-        def alignment(embed, post):
-            if cfg.source_obs == "state":  # no source encoder of images: (A) is off
-                self._chosen = 0
-                return torch.zeros((), device=embed.device), {}
-            chosen, scalars = self.select_source(embed, batch["image"])
-            extra_scalars.update(scalars)
-            self._chosen = chosen
+        losses, scales, aux = self.target.model_loss(batch)
+        chosen, metrics = 0, {}
+        if cfg.source_obs == "image":  # a state source has no image encoder: (A) is off
+            chosen, metrics = self.select_source(aux["embed"], batch["image"])
             with torch.no_grad():
                 source_embed = self.sources[chosen].agent.wm.encoder(batch["image"])
-            kl = state_alignment_loss(source_embed, embed)
-            scale = 0.0 if cfg.no_state_align else cfg.beta2
-            return scale * kl, {"alignment_kl": kl.item()}
+            kl = state_alignment_loss(source_embed.float(), aux["embed"].float())
+            metrics["alignment_kl"] = kl.detach()
+            if not cfg.no_state_align:
+                losses["model/state_align"], scales["model/state_align"] = kl, cfg.beta2
+        return losses, scales, {**aux, "chosen": chosen, "metrics": metrics}
 
-        post, scalars = self.target.train_model(batch, extra_loss=alignment)
-        source_critic = self.sources[self._chosen].agent.ac.critic
-
-        def constraint(feat, value, weight):
-            with torch.no_grad():
-                source_value = source_critic(feat)[..., 0]
-            active = (value > source_value).float().mean().item()
-            stats = {"source_value": source_value.mean().item(), "minmax_active": active}
-            if cfg.no_value_constraint:
-                return torch.zeros((), device=value.device), stats
+    def target_behaviour_loss(self, post, source_critic):
+        """Eqs. (6)-(8): DreamerV2's actor-critic loss in the target model, the critic
+        with (C), the min-max constraint alpha * max(v, sg(v_S)) on the imagined states
+        (``critic/minmax``; alpha * v for "w/o Max"), v_S the source critic."""
+        cfg = self.config
+        losses, scales, aux = self.target.behaviour_loss(post)
+        with torch.no_grad():
+            source_value = source_critic(aux["traj"]["feat"][:-1])[..., 0].float()
+        value = aux["value"]
+        aux["metrics"] = {"source_value": source_value.mean(),
+                          "minmax_active": (value.detach() > source_value).float().mean()}
+        if not cfg.no_value_constraint:
             term = minmax_value_loss(value, source_value, cfg.alpha,
                                      brute_force=cfg.constraint == "brute_force")
-            return (weight * term).mean(), stats
+            losses["critic/minmax"], scales["critic/minmax"] = (aux["weight"] * term).mean(), 1.0
+        return losses, scales, aux
 
-        scalars.update(self.target.train_behaviour(post, critic_extra=constraint))
-        scalars.update(extra_scalars)
+    def target_step(self) -> dict:
+        target = self.target
+        batch = target.batch(self.sampler)
+        metrics, aux = target.optimize(self.target_model_loss, batch)
+        scalars = {**metrics, **aux["metrics"], "model/kl_value": aux["kl"]}
+        source = self.sources[aux["chosen"]].agent
+        behaviour, b_aux = target.optimize(self.target_behaviour_loss,
+                                           detach_states(aux["post"]), source.ac.critic)
+        target.ac.update_slow()
+        scalars.update({**behaviour, **b_aux["metrics"], **behaviour_metrics(b_aux)})
         return {f"target/{k}": v for k, v in scalars.items()}
 
     # Source step: (B) and online collection ------------------------------------------
 
+    def source_model_loss(self, source: SourceAgent, source_batch, target_batch, eta: float):
+        """Eq. (2) with Eq. (5): the source world model's DreamerV2 loss, its reward term
+        scaled by eta, plus (1 - eta) x the NLL of the relabelled rewards r~ (Eq. 4) of
+        the target batch seen through the source model (``model/relabel``). The
+        relabelled term trains the whole source model (SPEC section 7): its gradient
+        reaches the encoder and the RSSM through the target features."""
+        cfg = self.config
+        agent = source.agent
+        losses, scales, aux = agent.model_loss(source_batch)
+        aux["metrics"] = {}
+        if target_batch is not None:
+            wm = agent.wm
+            post, _ = wm.rssm.observe(wm.embed(target_batch), target_batch["action"],
+                                      target_batch["is_first"])
+            predicted = wm.reward_of(wm.rssm.feat(post))
+            relabelled = relabel_rewards(predicted, target_batch["reward"], cfg.k)
+            losses["model/relabel"] = 0.5 * ((predicted - relabelled) ** 2).mean()
+            scales["model/reward"], scales["model/relabel"] = eta, 1 - eta
+            aux["metrics"] = {"eta": torch.tensor(eta), "relabelled_reward": relabelled.mean(),
+                              "true_target_reward": target_batch["reward"].mean()}
+        return losses, scales, aux
+
     def source_step(self, index_in_stage: int) -> dict:
         cfg = self.config
         source = self.sources[self.selected]
-        agent, wm = source.agent, source.agent.wm
-        eta = eta_schedule(index_in_stage, cfg.source_updates)
-        source_batch = agent.batch(source.learner.replay)
+        agent = source.agent
         relabel = not cfg.no_reward_align and cfg.source_obs == "image"
-        reward_scale = eta if relabel else 1.0
-        loss, post, _, scalars = wm.loss(source_batch, reward_scale=reward_scale)
-        if relabel:
-            # (1 - eta) x the relabelled reward NLL on target states seen through the
-            # source model; the source data's reward NLL above carries eta.
-            target_batch = agent.batch(self.sampler)
-            with torch.no_grad():
-                embed = wm.encoder(target_batch["image"])
-                target_post, _ = wm.rssm.observe(embed, target_batch["action"],
-                                                 target_batch["is_first"])
-                target_feat = wm.rssm.feat(target_post)
-            predicted = wm.reward(target_feat)[..., 0]
-            relabelled = relabel_rewards(predicted, target_batch["reward"], cfg.k)
-            relabel_nll = 0.5 * ((predicted - relabelled) ** 2).mean()
-            loss = loss + (1 - eta) * relabel_nll
-            scalars.update({"eta": eta, "relabel_nll": relabel_nll.item(),
-                            "relabelled_reward": relabelled.mean().item(),
-                            "true_target_reward": target_batch["reward"].mean().item()})
-        scalars["model_grad_norm"] = clip_step(agent.model_opt, loss, wm.parameters(),
-                                               cfg.grad_clip)
-        post = {k: v.detach() for k, v in post.items()}
-        scalars.update(agent.train_behaviour(post))
+        source_batch = agent.batch(source.learner.replay)
+        target_batch = agent.batch(self.sampler) if relabel else None
+        eta = eta_schedule(index_in_stage, cfg.source_updates)
+        metrics, aux = agent.optimize(self.source_model_loss, source, source_batch,
+                                      target_batch, eta)
+        scalars = {**metrics, **aux["metrics"], "model/kl_value": aux["kl"]}
+        scalars.update(agent.train_behaviour(detach_states(aux["post"])))
         source.learner.collect(cfg.train_every)
         return {f"source/{k}": v for k, v in scalars.items()}
 

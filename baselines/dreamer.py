@@ -1,24 +1,45 @@
-"""The DreamerV2 core shared by CoWorld and the model-based baselines (SPEC section 4).
+"""The DreamerV2 core shared by CoWorld and the model-based baselines (SPEC sections 4, 7).
 
-World model (DreamerV2): h_t = f(h_{t-1}, z_{t-1}, a_{t-1}) (GRU); e_t = enc(o_t);
-posterior z_t ~ q(h_t, e_t); prior z_t ~ p(h_t) (optionally an ensemble of K prior
-heads sharing the recurrent core, for Offline DV2); heads for the image, reward and
-discount. Latents are discrete (32 variables x 32 classes, the paper) or Gaussian
-(the authors' code).
+World model (DreamerV2): h_t = f(h_{t-1}, z_{t-1}, a_{t-1}) (a LayerNorm GRU); e_t =
+enc(o_t); posterior z_t ~ q(h_t, e_t); prior z_t ~ p(h_t) (optionally an ensemble of K
+prior heads sharing the recurrent core, for Offline DV2); heads for the image, reward
+and discount. Latents are discrete (32 variables x 32 classes, the paper) or Gaussian
+(the authors' code, std = 2 sigmoid(x / 2) + 0.1).
 
 Behaviour (DreamerV2): the actor imagines ``horizon`` steps from every posterior
 state; the critic regresses lambda-returns computed with a slow target critic; the
 actor maximises them by dynamics backpropagation and/or REINFORCE, plus entropy.
 
-Deviation, documented: DreamerV2's truncated-normal action distribution is replaced
-by a tanh-squashed normal (torch has no truncated normal); both keep actions in
-[-1, 1] and have a reparameterised sample.
+Losses are data. ``DreamerAgent.model_loss`` returns the world model's named terms
+(``model/image``, ``model/reward``, ``model/cont``, ``model/kl``) and
+``DreamerAgent.behaviour_loss`` the actor's and critic's (``actor/return``,
+``actor/entropy``, ``critic/value``), each with its scale; an algorithm adds its own
+terms (CoWorld's ``model/state_align``, ``model/relabel``, ``critic/minmax``; EWC's
+``*/ewc``) and hands the loss function to ``optimize``, which runs it under the run's
+precision, checks that every term has a scale, and steps each part's optimiser with
+DreamerV2's clipping rule. No update reaches an optimiser any other way.
+
+Numerics (SPEC section 7): under bfloat16 autocast the networks compute in bf16, but
+distribution parameters, log-probabilities, entropies, rewards, values, discounts and
+lambda-returns are float32 (each head's output is cast, as DreamerV2 casts its
+distribution outputs), and the recurrent state stays float32.
+
+Deviations from DreamerV2, documented:
+- The truncated-normal action distribution is a tanh-squashed normal (torch has no
+  truncated normal); both keep actions in [-1, 1] and have a reparameterised sample.
+  Its entropy has no closed form: the bonus is the normal's entropy plus the
+  log-Jacobian of tanh at the reparameterised sample, an estimate that carries gradient.
+- Sampled windows always start from the initial state and a zero action (DreamerV2's
+  replay marks the first row of every chunk ``is_first``); this module does it in
+  ``RSSM.observe`` so that every sampler gets the same treatment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,6 +47,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from coworld_bench.algorithm import TrainConfig
+
+Losses = dict[str, torch.Tensor]
+Scales = dict[str, float]
 
 
 # Configuration ---------------------------------------------------------------------
@@ -45,15 +69,19 @@ class DreamerConfig(TrainConfig):
       ensemble: prior heads (1 = plain DreamerV2; Offline DV2 uses 7).
       kl_scale, kl_balance, free_nats: KL term (scale 1, balance 0.8, free nats 1).
       model_lr, actor_lr, critic_lr: Adam learning rates.
+      weight_decay: decoupled weight decay per update, theta <- (1 - wd) theta, as
+        DreamerV2's optimiser (V-D4RL: 1e-6).
       batch_size, seq_len: world-model batches of sequences.
       horizon: imagination horizon.
       discount, lam: gamma and lambda of the lambda-returns.
+      pred_discount: learn a continuation head (False: every imagined step continues,
+        V-D4RL's DMC setting).
       actor_entropy: entropy bonus weight.
       reinforce_weight: DreamerV2's rho: weight of REINFORCE; 1 - rho on dynamics
         backpropagation (the authors' code uses 0).
       slow_critic_every: updates between copies of the critic into its target.
-      grad_clip: global gradient-norm clip.
-      precision: 16 = bfloat16 autocast on CUDA; 32 = full precision.
+      grad_clip: global gradient-norm clip, per optimiser.
+      precision: 16 = bfloat16 autocast on CUDA (float32 on a CPU); 32 = float32.
       obs: what the world model encodes and reconstructs: "image" (64x64 pixels, conv
         encoder/decoder) or "state" (the low-dimensional state vector, MLPs).
     """
@@ -73,11 +101,13 @@ class DreamerConfig(TrainConfig):
     model_lr: float = 2e-4
     actor_lr: float = 4e-5
     critic_lr: float = 1e-4
+    weight_decay: float = 0.0
     batch_size: int = 50
     seq_len: int = 50
     horizon: int = 15
     discount: float = 0.995
     lam: float = 0.95
+    pred_discount: bool = True
     actor_entropy: float = 1e-4
     reinforce_weight: float = 0.0
     slow_critic_every: int = 100
@@ -98,7 +128,7 @@ QUICK_MODEL = dict(stoch=16, classes=16, deter=128, hidden=128, cnn_depth=16, ml
 
 def lambda_return(reward: torch.Tensor, value: torch.Tensor, discount: torch.Tensor,
                   lam: float) -> torch.Tensor:
-    """TD(lambda) targets along an imagined trajectory s_0 .. s_H.
+    """TD(lambda) targets along an imagined trajectory s_0 .. s_H (DreamerV2 eq. 4).
 
     Args:
       reward: (H, ...) r_{t+1}, the reward of reaching s_{t+1}.
@@ -178,12 +208,19 @@ def diagonal_fisher(params: dict[str, torch.Tensor], loss_fn: Callable[[object],
     return {k: v / max(n, 1) for k, v in fisher.items()}
 
 
+def tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
+    """log |d tanh(u) / du| = log(1 - tanh(u)^2), summed over the last axis, in the
+    stable form 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 that rounds to 0)."""
+    return (2 * (math.log(2) - pre - F.softplus(-2 * pre))).sum(-1)
+
+
 # Networks --------------------------------------------------------------------------
 
 def mlp(in_dim: int, units: int, layers: int, out_dim: int) -> nn.Sequential:
+    """DreamerV2's heads: ``layers`` dense ELU layers, no normalisation (norm: none)."""
     mods, d = [], in_dim
     for _ in range(layers):
-        mods += [nn.Linear(d, units), nn.LayerNorm(units), nn.ELU()]
+        mods += [nn.Linear(d, units), nn.ELU()]
         d = units
     mods.append(nn.Linear(d, out_dim))
     return nn.Sequential(*mods)
@@ -222,14 +259,45 @@ class ConvDecoder(nn.Module):
             nn.ConvTranspose2d(depth, 3, 6, 2))
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        """(..., feat) -> image mean (..., 64, 64, 3) in [-0.5, 0.5] units."""
+        """(..., feat) -> image mean (..., 64, 64, 3) in [-0.5, 0.5] units, float32."""
         lead = feat.shape[:-1]
         x = self.linear(feat.reshape(-1, feat.shape[-1]))[:, :, None, None]
-        return self.net(x).permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3)
+        return self.net(x).permute(0, 2, 3, 1).reshape(*lead, 64, 64, 3).float()
+
+
+class VectorEncoder(nn.Module):
+    """Encoder of low-dimensional state vectors."""
+
+    def __init__(self, in_dim: int, units: int, layers: int):
+        super().__init__()
+        self.net = mlp(in_dim, units, layers - 1, units)
+        self.out_dim = units
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state.float())
+
+
+class LayerNormGRU(nn.Module):
+    """DreamerV2's GRU cell: one dense layer on [x, h] (no bias), LayerNorm over its
+    three parts, and an update-gate bias of -1 so that the state is mostly kept at
+    initialisation. The new state is float32 whatever the autocast."""
+
+    def __init__(self, in_dim: int, size: int, update_bias: float = -1.0):
+        super().__init__()
+        self.linear = nn.Linear(in_dim + size, 3 * size, bias=False)
+        self.norm = nn.LayerNorm(3 * size)
+        self.update_bias = update_bias
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        parts = self.norm(self.linear(torch.cat([x, h.to(x.dtype)], -1))).float()
+        reset, cand, update = parts.chunk(3, -1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update + self.update_bias)
+        return update * cand + (1 - update) * h.float()
 
 
 class RSSM(nn.Module):
-    """Recurrent state-space model; states are dicts of tensors."""
+    """Recurrent state-space model; states are dicts of float32 tensors."""
 
     def __init__(self, cfg: DreamerConfig, action_dim: int, embed_dim: int):
         super().__init__()
@@ -239,14 +307,12 @@ class RSSM(nn.Module):
             raise ValueError(f"latent must be 'discrete' or 'continuous', got {cfg.latent!r}.")
         self.stoch_dim = cfg.stoch * cfg.classes if self.discrete else cfg.stoch
         stats = self.stoch_dim if self.discrete else 2 * cfg.stoch
-        self.img_in = nn.Sequential(nn.Linear(self.stoch_dim + action_dim, cfg.hidden),
-                                    nn.LayerNorm(cfg.hidden), nn.ELU())
-        self.gru = nn.GRUCell(cfg.hidden, cfg.deter)
+        self.img_in = nn.Sequential(nn.Linear(self.stoch_dim + action_dim, cfg.hidden), nn.ELU())
+        self.gru = LayerNormGRU(cfg.hidden, cfg.deter)
         self.prior_heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(cfg.deter, cfg.hidden), nn.LayerNorm(cfg.hidden), nn.ELU(),
-                          nn.Linear(cfg.hidden, stats)) for _ in range(cfg.ensemble))
-        self.post_head = nn.Sequential(nn.Linear(cfg.deter + embed_dim, cfg.hidden),
-                                       nn.LayerNorm(cfg.hidden), nn.ELU(),
+            nn.Sequential(nn.Linear(cfg.deter, cfg.hidden), nn.ELU(), nn.Linear(cfg.hidden, stats))
+            for _ in range(cfg.ensemble))
+        self.post_head = nn.Sequential(nn.Linear(cfg.deter + embed_dim, cfg.hidden), nn.ELU(),
                                        nn.Linear(cfg.hidden, stats))
 
     @property
@@ -254,15 +320,15 @@ class RSSM(nn.Module):
         return self.stoch_dim + self.cfg.deter
 
     def initial(self, batch: int, device) -> dict:
-        state = {"deter": torch.zeros(batch, self.cfg.deter, device=device),
-                 "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
-        return state
+        return {"deter": torch.zeros(batch, self.cfg.deter, device=device),
+                "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
 
     def _stats(self, raw: torch.Tensor) -> dict:
+        raw = raw.float()  # distribution parameters are float32 (SPEC section 7)
         if self.discrete:
             return {"logits": raw.reshape(*raw.shape[:-1], self.cfg.stoch, self.cfg.classes)}
         mean, std = raw.chunk(2, -1)
-        return {"mean": mean, "std": F.softplus(std) + 0.1}
+        return {"mean": mean, "std": 2 * torch.sigmoid(std / 2) + 0.1}  # DreamerV2's sigmoid2
 
     def sample(self, stats: dict, deterministic: bool = False) -> torch.Tensor:
         if self.discrete:
@@ -284,70 +350,58 @@ class RSSM(nn.Module):
             return categorical_kl(p["logits"], q["logits"])
         return gaussian_kl(p["mean"], p["std"], q["mean"], q["std"])
 
-    def img_step(self, state: dict, action: torch.Tensor, head: torch.Tensor | int | None = None,
-                 deterministic: bool = False) -> dict:
-        """Prior step. ``head``: which ensemble head samples z (int, or a (B,) index
-        tensor; None = head 0). The stats of every head are kept under ``heads``."""
+    def img_step(self, state: dict, action: torch.Tensor, head: int = 0,
+                 all_heads: bool = False, deterministic: bool = False) -> dict:
+        """Prior step from ``head`` (Offline DV2 draws one per step). ``all_heads`` also
+        returns every head's statistics, stacked (K, ...) under ``heads``."""
         x = self.img_in(torch.cat([state["stoch"], action], -1))
         deter = self.gru(x, state["deter"])
-        raws = torch.stack([h(deter) for h in self.prior_heads])  # (K, B, stats)
-        if head is None:
-            head = 0
-        if isinstance(head, int):
-            raw = raws[head]
+        if all_heads:
+            raws = torch.stack([h(deter) for h in self.prior_heads])
+            stats = self._stats(raws[head])
+            extra = {"heads": self._stats(raws)}
         else:
-            raw = raws[head, torch.arange(raws.shape[1], device=raws.device)]
-        stats = self._stats(raw)
-        return {"deter": deter, "stoch": self.sample(stats, deterministic), **stats,
-                "heads": self._stats(raws)}
+            stats, extra = self._stats(self.prior_heads[head](deter)), {}
+        return {"deter": deter, "stoch": self.sample(stats, deterministic), **stats, **extra}
 
     def obs_step(self, state: dict, action: torch.Tensor, embed: torch.Tensor,
-                 is_first: torch.Tensor | None = None, deterministic: bool = False
-                 ) -> tuple[dict, dict]:
-        if is_first is not None:  # a new episode starts from the initial state
+                 is_first: torch.Tensor | None = None, head: int = 0,
+                 deterministic: bool = False) -> tuple[dict, dict]:
+        if is_first is not None:  # a new episode starts from the initial state, no action
             keep = (~is_first).float()[:, None]
             state = {"deter": state["deter"] * keep, "stoch": state["stoch"] * keep}
             action = action * keep
-        prior = self.img_step(state, action, deterministic=deterministic)
-        stats = self._stats(self.post_head(torch.cat([prior["deter"], embed], -1)))
+        prior = self.img_step(state, action, head=head, deterministic=deterministic)
+        stats = self._stats(self.post_head(torch.cat([prior["deter"].to(embed.dtype), embed], -1)))
         post = {"deter": prior["deter"], "stoch": self.sample(stats, deterministic), **stats}
         return post, prior
 
-    def observe(self, embed, action, is_first, state=None):
+    def observe(self, embed, action, is_first, state=None, heads=None):
         """Runs the posterior along (B, T) sequences; returns stacked post and prior.
 
         ``action[:, t]`` led to observation t (row 0's is zero), as stored in datasets.
+        A window without a ``state`` starts from the initial state and a zero action
+        whether or not it starts at an episode's reset (DreamerV2's replay does the
+        same). ``heads[t]``: the prior head of step t (default head 0).
         """
         b, t = embed.shape[:2]
-        state = state or self.initial(b, embed.device)
+        if state is None:
+            state = self.initial(b, embed.device)
+            is_first = is_first.clone()
+            is_first[:, 0] = True
         posts, priors = [], []
         for i in range(t):
-            post, prior = self.obs_step(state, action[:, i], embed[:, i], is_first[:, i])
+            head = 0 if heads is None else int(heads[i])
+            post, prior = self.obs_step(state, action[:, i], embed[:, i], is_first[:, i], head)
             posts.append(post)
             priors.append(prior)
             state = post
-        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]  # noqa: E731
-                             if k != "heads"}
-        prior_stacked = stack(priors)
-        prior_stacked["heads"] = {k: torch.stack([p["heads"][k] for p in priors], 2)
-                                  for k in priors[0]["heads"]}
-        return stack(posts), prior_stacked
+        stack = lambda seq: {k: torch.stack([s[k] for s in seq], 1) for k in seq[0]}  # noqa: E731
+        return stack(posts), stack(priors)
 
     @staticmethod
     def feat(state: dict) -> torch.Tensor:
         return torch.cat([state["stoch"], state["deter"]], -1)
-
-
-class VectorEncoder(nn.Module):
-    """Encoder of low-dimensional state vectors."""
-
-    def __init__(self, in_dim: int, units: int, layers: int):
-        super().__init__()
-        self.net = mlp(in_dim, units, layers - 1, units)
-        self.out_dim = units
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state.float())
 
 
 class WorldModel(nn.Module):
@@ -371,70 +425,86 @@ class WorldModel(nn.Module):
         self.decoder = (ConvDecoder(feat, cfg.cnn_depth) if cfg.obs == "image"
                         else mlp(feat, cfg.mlp_units, cfg.mlp_layers, state_dim))
         self.reward = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1)
-        self.cont = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1)
+        self.cont = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1) if cfg.pred_discount else None
 
     def embed(self, batch: dict) -> torch.Tensor:
         return self.encoder(batch[self.obs_key])
 
+    def reward_of(self, feat: torch.Tensor) -> torch.Tensor:
+        """Predicted reward (mean of a unit Gaussian), float32: (..., F) -> (...)."""
+        return self.reward(feat)[..., 0].float()
+
+    def cont_logits(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.cont(feat)[..., 0].float()
+
+    def cont_of(self, feat: torch.Tensor) -> torch.Tensor:
+        """Predicted continuation probability, float32 (1 without a discount head)."""
+        if self.cont is None:
+            return torch.ones(feat.shape[:-1], device=feat.device)
+        return torch.sigmoid(self.cont_logits(feat))
+
     def kl_loss(self, post: dict, prior: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Balanced KL, averaged over the ensemble's prior heads (each is trained)."""
-        heads = prior["heads"]
-        k = next(iter(heads.values())).shape[0]
-        post_stats = {key: post[key] for key in heads}
-        losses, values = [], []
-        for i in range(k):
-            loss, value = kl_balance_loss(self.rssm.kl, post_stats,
-                                          {key: v[i] for key, v in heads.items()},
-                                          self.cfg.kl_balance, self.cfg.free_nats)
-            losses.append(loss)
-            values.append(value)
-        return torch.stack(losses).mean(), torch.stack(values).mean()
+        """Balanced KL between the posterior and the prior of each step's head."""
+        keys = ("logits",) if self.rssm.discrete else ("mean", "std")
+        return kl_balance_loss(self.rssm.kl, {k: post[k] for k in keys},
+                               {k: prior[k] for k in keys}, self.cfg.kl_balance,
+                               self.cfg.free_nats)
 
-    def loss(self, batch: dict, embed: torch.Tensor | None = None, reward_scale: float = 1.0):
-        """DreamerV2 world-model loss on a (B, T) batch of torch tensors.
+    def loss(self, batch: dict, heads=None) -> tuple[Losses, dict, dict]:
+        """DreamerV2's world-model loss terms on a (B, T) batch of torch tensors.
 
-        Returns (loss, posterior, prior, scalars). Each term is averaged over batch and
-        time: image -log N(x; x_hat, 1) summed over pixels, reward_scale x reward
-        -log N(r; r_hat, 1), continuation Bernoulli NLL, kl_scale x balanced KL.
+        Returns (losses, posterior, metrics). Terms, each averaged over batch and time:
+        ``model/image`` -log N(x; x_hat, 1) summed over pixels (or state entries),
+        ``model/reward`` -log N(r; r_hat, 1), ``model/cont`` the continuation's
+        Bernoulli NLL (with a discount head), ``model/kl`` the balanced KL. Constants
+        of the Gaussian NLLs are dropped. ``heads``: the prior head of each step.
         """
-        embed = self.embed(batch) if embed is None else embed
-        post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
+        embed = self.embed(batch)
+        post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"], heads=heads)
         feat = self.rssm.feat(post)
         if self.obs_key == "image":
             target = batch["image"].float() / 255.0 - 0.5
-            image_nll = 0.5 * ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1)).mean()
+            recon = 0.5 * ((self.decoder(feat) - target) ** 2).sum((-3, -2, -1)).mean()
         else:
-            image_nll = 0.5 * ((self.decoder(feat) - batch["state"]) ** 2).sum(-1).mean()
-        reward_nll = 0.5 * ((self.reward(feat)[..., 0] - batch["reward"]) ** 2).mean()
-        cont_nll = F.binary_cross_entropy_with_logits(self.cont(feat)[..., 0], batch["discount"])
-        kl_loss, kl_value = self.kl_loss(post, prior)
-        loss = image_nll + reward_scale * reward_nll + cont_nll + self.cfg.kl_scale * kl_loss
-        scalars = {"image_nll": image_nll.item(), "reward_nll": reward_nll.item(),
-                   "cont_nll": cont_nll.item(), "kl": kl_value.item(),
-                   "model_loss": loss.item()}
-        return loss, post, prior, scalars
+            recon = 0.5 * ((self.decoder(feat).float() - batch["state"]) ** 2).sum(-1).mean()
+        losses = {"model/image": recon,
+                  "model/reward": 0.5 * ((self.reward_of(feat) - batch["reward"]) ** 2).mean()}
+        if self.cont is not None:
+            losses["model/cont"] = F.binary_cross_entropy_with_logits(self.cont_logits(feat),
+                                                                      batch["discount"])
+        losses["model/kl"], kl_value = self.kl_loss(post, prior)
+        return losses, post, {"kl": kl_value, "embed": embed}
 
 
 class TanhNormal:
-    """Normal squashed by tanh: reparameterised samples in (-1, 1)."""
+    """Normal squashed by tanh: reparameterised samples in (-1, 1). Every quantity is
+    computed from the pre-squash sample u, never from atanh(a), which is infinite where
+    a rounds to +-1."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.base = torch.distributions.Normal(mean, std)
+        self.base = torch.distributions.Normal(mean.float(), std.float())
 
-    def rsample(self) -> torch.Tensor:
-        return torch.tanh(self.base.rsample())
+    def rsample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(action, pre-squash sample), both differentiable in the parameters."""
+        pre = self.base.rsample()
+        return torch.tanh(pre), pre
 
     def mode(self) -> torch.Tensor:
         return torch.tanh(self.base.mean)
 
-    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
-        action = action.clamp(-0.999999, 0.999999)
-        pre = torch.atanh(action)
-        return (self.base.log_prob(pre) - torch.log(1 - action ** 2 + 1e-6)).sum(-1)
+    def log_prob(self, pre: torch.Tensor) -> torch.Tensor:
+        """log pi(tanh(u)) of a pre-squash sample u."""
+        return self.base.log_prob(pre).sum(-1) - tanh_log_det(pre)
+
+    def entropy(self, pre: torch.Tensor) -> torch.Tensor:
+        """One-sample estimate of the entropy, H(N) + log |d tanh(u) / du| at a
+        reparameterised u: its gradient is that of the true entropy in expectation."""
+        return self.base.entropy().sum(-1) + tanh_log_det(pre)
 
 
 class ActorCritic(nn.Module):
-    """DreamerV2 behaviour learning in imagination."""
+    """DreamerV2 behaviour learning in imagination: actor, critic and slow critic,
+    with their optimisers (parts ``actor`` and ``critic``)."""
 
     def __init__(self, cfg: DreamerConfig, feat_dim: int, action_dim: int):
         super().__init__()
@@ -445,90 +515,163 @@ class ActorCritic(nn.Module):
         self.slow_critic.load_state_dict(self.critic.state_dict())
         self.slow_critic.requires_grad_(False)
         self.updates = 0
+        self.optimizers = {
+            "actor": Optimizer(self.actor.parameters(), cfg.actor_lr, cfg.grad_clip,
+                               cfg.weight_decay),
+            "critic": Optimizer(self.critic.parameters(), cfg.critic_lr, cfg.grad_clip,
+                                cfg.weight_decay)}
 
     def policy(self, feat: torch.Tensor) -> TanhNormal:
-        mean, std = self.actor(feat).chunk(2, -1)
+        mean, std = self.actor(feat).float().chunk(2, -1)
         return TanhNormal(mean, 2 * torch.sigmoid(std / 2) + 0.1)
 
     def value(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.critic(feat)[..., 0]
+        return self.critic(feat)[..., 0].float()
 
     def imagine(self, world_model: WorldModel, start: dict, horizon: int,
-                head_sampler: Callable[[int], torch.Tensor] | None = None) -> dict:
+                heads: list[int] | None = None, all_heads: bool = False) -> dict:
         """Rolls the actor out in the model from flattened start states (no grad into
-        the start). Returns feats (H+1, N, F), actions (H, N, A) and the prior states."""
+        the start). Returns feats (H+1, N, F), actions and their pre-squash samples
+        (H, N, A), the policy's mean and std at each step (so the loss does not run the
+        actor again) and the prior states. ``heads[t]``: the prior head of step t."""
         rssm = world_model.rssm
         state = {"deter": start["deter"].detach(), "stoch": start["stoch"].detach()}
-        feats, actions, states = [rssm.feat(state)], [], [state]
-        for _ in range(horizon):
-            action = self.policy(feats[-1].detach()).rsample()
-            head = head_sampler(state["deter"].shape[0]) if head_sampler else None
-            state = rssm.img_step(state, action, head=head)
+        feats, states = [rssm.feat(state)], [state]
+        out = {"action": [], "pre": [], "mean": [], "std": []}
+        for t in range(horizon):
+            policy = self.policy(feats[-1].detach())
+            action, pre = policy.rsample()
+            head = 0 if heads is None else int(heads[t])
+            state = rssm.img_step(state, action, head=head, all_heads=all_heads)
             feats.append(rssm.feat(state))
-            actions.append(action)
             states.append(state)
-        return {"feat": torch.stack(feats), "action": torch.stack(actions), "states": states}
+            for key, value in (("action", action), ("pre", pre), ("mean", policy.base.mean),
+                               ("std", policy.base.stddev)):
+                out[key].append(value)
+        return {"feat": torch.stack(feats), "states": states,
+                **{k: torch.stack(v) for k, v in out.items()}}
 
-    def losses(self, world_model: WorldModel, traj: dict, reward: torch.Tensor,
-               critic_extra: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Actor and critic losses on an imagined trajectory.
+    def loss(self, traj: dict, reward: torch.Tensor, cont: torch.Tensor
+             ) -> tuple[Losses, dict]:
+        """DreamerV2's actor and critic loss terms on an imagined trajectory.
 
-        ``reward``: (H, N) rewards r_{t+1} of reaching each imagined state (already
-        penalised or relabelled by the caller). ``critic_extra(feat, value)`` adds a
-        term to the critic loss (CoWorld's min-max constraint).
+        ``reward``: (H, N) r_{t+1} of reaching each imagined state (penalised or
+        relabelled by the caller); ``cont``: (H, N) continuation of each. Terms:
+        ``actor/return`` -(rho log pi(a) sg(R - v_slow) + (1 - rho) R), ``actor/entropy``
+        -H[pi], ``critic/value`` 1/2 (v - sg(R))^2, each weighted by the cumulative
+        discount and averaged. Returns (losses, aux) where aux carries the critic's
+        ``value`` (with gradient) and the ``weight`` for terms an algorithm adds.
         """
         cfg = self.cfg
         feat = traj["feat"]
-        cont = torch.sigmoid(world_model.cont(feat[1:])[..., 0])
-        discount = cfg.discount * cont
-        slow_value = self.slow_critic(feat)[..., 0]
-        target = lambda_return(reward, slow_value, discount, cfg.lam)  # (H, N)
+        reward, discount = reward.float(), cfg.discount * cont.float()
+        slow_value = self.slow_critic(feat)[..., 0].float()
+        target = lambda_return(reward, slow_value, discount, cfg.lam)  # (H, N), float32
         weight = torch.cumprod(torch.cat([torch.ones_like(discount[:1]), discount[:-1]]), 0
                                ).detach()
-        # Actor: dynamics backpropagation and REINFORCE, plus entropy.
-        policy = self.policy(feat[:-1].detach())
-        actions = traj["action"]
-        log_prob = policy.log_prob(actions.detach())
-        entropy = -log_prob  # one-sample estimate (the squashed normal has no closed form)
-        advantage = (target - slow_value[:-1]).detach()
+        policy = TanhNormal(traj["mean"], traj["std"])
         rho = cfg.reinforce_weight
-        objective = rho * log_prob * advantage + (1 - rho) * target
-        actor_loss = -(weight * (objective + cfg.actor_entropy * entropy)).mean()
-        # Critic: regress the lambda-returns of the imagined states.
+        objective = (1 - rho) * target
+        if rho:
+            advantage = (target - slow_value[:-1]).detach()
+            objective = objective + rho * policy.log_prob(traj["pre"].detach()) * advantage
+        entropy = policy.entropy(traj["pre"])
         value = self.value(feat[:-1].detach())
-        critic_loss = (weight * 0.5 * (value - target.detach()) ** 2).mean()
-        scalars = {"actor_loss": actor_loss.item(), "critic_loss": critic_loss.item(),
-                   "value": value.mean().item(), "target": target.mean().item(),
-                   "entropy": entropy.mean().item(), "imag_reward": reward.mean().item()}
-        if critic_extra is not None:
-            extra, extra_scalars = critic_extra(feat[:-1].detach(), value, weight)
-            critic_loss = critic_loss + extra
-            scalars.update(extra_scalars)
-        return actor_loss, critic_loss, scalars
+        losses = {"actor/return": -(weight * objective).mean(),
+                  "actor/entropy": -(weight * entropy).mean(),
+                  "critic/value": (weight * 0.5 * (value - target.detach()) ** 2).mean()}
+        aux = {"value": value, "weight": weight, "target": target, "reward": reward,
+               "discount": discount, "slow_value": slow_value, "entropy": entropy.detach()}
+        return losses, aux
+
+    def scales(self) -> Scales:
+        return {"actor/return": 1.0, "actor/entropy": self.cfg.actor_entropy,
+                "critic/value": 1.0}
 
     def update_slow(self) -> None:
         self.updates += 1
         if self.updates % self.cfg.slow_critic_every == 0:
             self.slow_critic.load_state_dict(self.critic.state_dict())
 
+    def optimizer_state(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
-def make_optimizer(params, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, eps=1e-5)
-
-
-def clip_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float) -> float:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = nn.utils.clip_grad_norm_(params, clip)
-    optimizer.step()
-    return float(norm)
+    def load_optimizer_state(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
 
 
-def autocast(cfg: DreamerConfig, device: torch.device):
-    """bfloat16 mixed precision on CUDA when precision == 16; a no-op elsewhere."""
-    enabled = device.type == "cuda" and cfg.precision == 16
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+# Optimisation: one place for every update ------------------------------------------
 
+class Optimizer:
+    """Adam (eps 1e-5) of one part with DreamerV2's global-norm clip and decoupled
+    weight decay theta <- (1 - wd) theta per update (AdamW with wd / lr)."""
+
+    def __init__(self, params, lr: float, clip: float, weight_decay: float = 0.0):
+        self.params = [p for p in params]
+        self.clip = clip
+        if weight_decay:
+            self.opt = torch.optim.AdamW(self.params, lr=lr, eps=1e-5,
+                                         weight_decay=weight_decay / lr)
+        else:
+            self.opt = torch.optim.Adam(self.params, lr=lr, eps=1e-5)
+
+    def state_dict(self) -> dict:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state)
+
+
+def precision(cfg: DreamerConfig, device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when ``precision == 16``; otherwise no change, so an
+    autocast the caller opened (e.g. ``torch.autocast("cpu", torch.bfloat16)`` in the
+    tests, the same code path as CUDA's) stays in force."""
+    if torch.device(device).type == "cuda" and cfg.precision == 16:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+LossFn = Callable[..., tuple[Losses, Scales, Any]]
+
+
+def optimize(optimizers: dict[str, Optimizer], cfg: DreamerConfig, device, loss_fn: LossFn,
+             *args, **kwargs) -> tuple[dict[str, torch.Tensor], Any]:
+    """One update: runs ``loss_fn(*args, **kwargs) -> (losses, scales, aux)`` under the
+    run's precision, then one backward pass through sum_k scales[k] * losses[k] and a
+    clipped step of each part's optimiser. A term ``part/name`` trains the optimiser
+    ``part``; every term needs a scale and a known part, and every scale of a part
+    being trained needs its term (a forgotten term is an error, not a silent zero).
+    Returns the metrics (``part/name`` values and ``part/grad_norm``, detached
+    tensors) and ``aux``."""
+    with precision(cfg, device):
+        losses, scales, aux = loss_fn(*args, **kwargs)
+    parts = sorted({key.split("/")[0] for key in losses})
+    unknown = [p for p in parts if p not in optimizers]
+    missing = [k for k in losses if k not in scales]
+    unused = [k for k in scales if k.split("/")[0] in parts and k not in losses]
+    if unknown or missing or unused:
+        raise ValueError(f"Loss terms and scales disagree: parts without an optimiser "
+                         f"{unknown}, terms without a scale {missing}, scales without a term "
+                         f"{unused} (optimisers: {sorted(optimizers)}).")
+    for key, value in losses.items():
+        if value.dim() or value.dtype != torch.float32:
+            raise TypeError(f"Loss term {key} must be a float32 scalar, got {value.dtype} "
+                            f"{tuple(value.shape)}.")
+    total = sum(scales[k] * v for k, v in losses.items() if scales[k] != 0)
+    for part in parts:
+        optimizers[part].opt.zero_grad(set_to_none=True)
+    metrics = {k: v.detach() for k, v in losses.items()}
+    if torch.is_tensor(total) and total.requires_grad:
+        total.backward()
+    for part in parts:
+        opt = optimizers[part]
+        metrics[f"{part}/grad_norm"] = nn.utils.clip_grad_norm_(opt.params, opt.clip)
+        opt.opt.step()
+    return metrics, aux
+
+
+# Helpers ---------------------------------------------------------------------------
 
 def to_torch(batch: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
     out = {}
@@ -548,14 +691,18 @@ def flatten_states(states: dict) -> dict:
             if k in ("deter", "stoch")}
 
 
+def detach_states(states: dict) -> dict:
+    return {k: v.detach() for k, v in states.items() if k in ("deter", "stoch")}
 
 
 class DreamerAgent(nn.Module):
     """World model + actor-critic + optimisers: one DreamerV2 agent.
 
-    ``train_model`` and ``train_behaviour`` are the two halves of a DreamerV2 update;
-    algorithms combine them (frozen models, penalised or relabelled rewards, extra
-    critic terms, several agents).
+    ``model_loss`` and ``behaviour_loss`` are the loss functions of the two halves
+    of a DreamerV2 update; ``optimize`` runs any loss function over this agent's parts
+    (``model``, ``actor``, ``critic``). ``train_model`` / ``train_behaviour`` are plain
+    DreamerV2's two halves; algorithms write their own loss functions from the same
+    pieces and add their terms.
     """
 
     def __init__(self, cfg: DreamerConfig, action_dim: int, device, seed: int,
@@ -566,10 +713,13 @@ class DreamerAgent(nn.Module):
         self.device = device
         self.wm = WorldModel(cfg, action_dim, state_dim).to(device)
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, action_dim).to(device)
-        self.model_opt = make_optimizer(self.wm.parameters(), cfg.model_lr)
-        self.actor_opt = make_optimizer(self.ac.actor.parameters(), cfg.actor_lr)
-        self.critic_opt = make_optimizer(self.ac.critic.parameters(), cfg.critic_lr)
+        self.model_opt = Optimizer(self.wm.parameters(), cfg.model_lr, cfg.grad_clip,
+                                   cfg.weight_decay)
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def optimizers(self) -> dict[str, Optimizer]:
+        return {"model": self.model_opt, **self.ac.optimizers}
 
     def batch(self, source) -> dict[str, torch.Tensor]:
         """A (batch, seq_len) batch from a SequenceSampler-like or a Replay."""
@@ -584,53 +734,69 @@ class DreamerAgent(nn.Module):
         data["action"] = pad_actions(data["action"], self.action_dim)
         return data
 
-    def train_model(self, batch, extra_loss: Callable | None = None):
-        """One world-model update; ``extra_loss(embed, post) -> (loss, scalars)`` is
-        added (CoWorld's state alignment). Returns posterior states and scalars."""
-        with autocast(self.cfg, self.device):
-            embed = self.wm.embed(batch)
-            loss, post, _, scalars = self.wm.loss(batch, embed=embed)
-            if extra_loss is not None:
-                extra, extra_scalars = extra_loss(embed, post)
-                loss = loss + extra
-                scalars.update(extra_scalars)
-        scalars["model_grad_norm"] = clip_step(self.model_opt, loss, self.wm.parameters(),
-                                               self.cfg.grad_clip)
-        return post, scalars
+    # Loss functions --------------------------------------------------------------------
 
-    def imagined_reward(self, traj: dict) -> torch.Tensor:
-        return self.wm.reward(traj["feat"][1:])[..., 0]
+    def model_scales(self) -> Scales:
+        scales = {"model/image": 1.0, "model/reward": 1.0, "model/kl": self.cfg.kl_scale}
+        if self.cfg.pred_discount:
+            scales["model/cont"] = 1.0
+        return scales
 
-    def train_behaviour(self, post: dict, reward_fn: Callable | None = None,
-                        critic_extra: Callable | None = None,
-                        head_sampler: Callable | None = None,
-                        actor_penalty: Callable | None = None,
-                        critic_penalty: Callable | None = None) -> dict[str, float]:
-        """One actor and one critic update in imagination from every posterior state.
+    def model_loss(self, batch: dict, heads=None) -> tuple[Losses, Scales, dict]:
+        """DreamerV2's world-model loss; aux = {post, embed, kl}."""
+        losses, post, aux = self.wm.loss(batch, heads=heads)
+        return losses, self.model_scales(), {"post": post, **aux}
 
-        ``reward_fn(traj) -> (H, N)`` replaces the model's reward (penalties, relabels);
-        ``actor_penalty()`` / ``critic_penalty()`` add parameter-space terms (EWC).
-        """
-        cfg = self.cfg
+    def imagine(self, post: dict, heads=None, all_heads: bool = False) -> dict:
+        """Imagination from every posterior state, with the world model frozen."""
         self.wm.requires_grad_(False)
         try:
-            with autocast(cfg, self.device):
-                traj = self.ac.imagine(self.wm, flatten_states(post), cfg.horizon, head_sampler)
-                reward = (reward_fn or self.imagined_reward)(traj)
-                actor_loss, critic_loss, scalars = self.ac.losses(self.wm, traj, reward,
-                                                                   critic_extra)
-                if actor_penalty is not None:
-                    actor_loss = actor_loss + actor_penalty()
-                if critic_penalty is not None:
-                    critic_loss = critic_loss + critic_penalty()
+            return self.ac.imagine(self.wm, flatten_states(post), self.cfg.horizon, heads,
+                                   all_heads)
         finally:
             self.wm.requires_grad_(True)
-        scalars["actor_grad_norm"] = clip_step(self.actor_opt, actor_loss,
-                                               self.ac.actor.parameters(), cfg.grad_clip)
-        scalars["critic_grad_norm"] = clip_step(self.critic_opt, critic_loss,
-                                                self.ac.critic.parameters(), cfg.grad_clip)
+
+    def behaviour_loss(self, post: dict, reward: Callable | None = None, ac=None
+                       ) -> tuple[Losses, Scales, dict]:
+        """DreamerV2's actor-critic loss in imagination from ``post``; ``reward(traj)``
+        replaces the model's reward; ``ac``: another actor-critic on this model.
+        aux = the actor-critic's aux plus the trajectory ``traj``."""
+        ac = ac or self.ac
+        self.wm.requires_grad_(False)
+        try:
+            traj = ac.imagine(self.wm, flatten_states(post), self.cfg.horizon)
+            r = reward(traj) if reward else self.wm.reward_of(traj["feat"][1:])
+            losses, aux = ac.loss(traj, r, self.wm.cont_of(traj["feat"][1:]))
+        finally:
+            self.wm.requires_grad_(True)
+        return losses, ac.scales(), {**aux, "traj": traj}
+
+    def optimize(self, loss_fn: LossFn, *args, optimizers=None, **kwargs):
+        """``optimize`` over this agent's parts (or ``optimizers``)."""
+        return optimize(optimizers or self.optimizers, self.cfg, self.device, loss_fn,
+                        *args, **kwargs)
+
+    @torch.no_grad()
+    def posterior(self, batch: dict) -> dict:
+        """Posterior states of a batch, without gradient (a frozen world model)."""
+        with precision(self.cfg, self.device):
+            post, _ = self.wm.rssm.observe(self.wm.embed(batch), batch["action"],
+                                           batch["is_first"])
+        return detach_states(post)
+
+    # Plain DreamerV2 -------------------------------------------------------------------
+
+    def train_model(self, batch) -> tuple[dict, dict]:
+        """One world-model update; returns the (detached) posterior and metrics."""
+        metrics, aux = self.optimize(self.model_loss, batch)
+        metrics["model/kl_value"] = aux["kl"]
+        return detach_states(aux["post"]), metrics
+
+    def train_behaviour(self, post: dict) -> dict:
+        """One actor and critic update in imagination from every posterior state."""
+        metrics, aux = self.optimize(self.behaviour_loss, post)
         self.ac.update_slow()
-        return scalars
+        return {**metrics, **behaviour_metrics(aux)}
 
     # Acting ------------------------------------------------------------------------
 
@@ -642,33 +808,43 @@ class DreamerAgent(nn.Module):
             prev_action = torch.zeros(1, self.action_dim, device=self.device)
         else:
             rssm_state, prev_action = state
-        embed = self.wm.encoder(torch.as_tensor(obs[self.wm.obs_key][None], device=self.device))
-        post, _ = self.wm.rssm.obs_step(rssm_state, prev_action, embed)
+        with precision(self.cfg, self.device):
+            embed = self.wm.encoder(torch.as_tensor(obs[self.wm.obs_key][None],
+                                                    device=self.device))
+            post, _ = self.wm.rssm.obs_step(rssm_state, prev_action, embed)
         return post
 
     @torch.no_grad()
-    def act(self, obs: dict, state, deterministic: bool):
+    def act(self, obs: dict, state, deterministic: bool, ac=None):
+        ac = ac or self.ac
         post = self.observe_step(obs, state)
-        dist = self.ac.policy(self.wm.rssm.feat(post))
-        action = dist.mode() if deterministic else dist.rsample()
-        post = {"deter": post["deter"], "stoch": post["stoch"]}
-        return action[0].cpu().numpy(), (post, action)
+        with precision(self.cfg, self.device):
+            dist = ac.policy(self.wm.rssm.feat(post))
+        action = dist.mode() if deterministic else dist.rsample()[0]
+        return action[0].cpu().numpy(), (detach_states(post), action)
 
     @torch.no_grad()
-    def value_of(self, state) -> float:
+    def value_of(self, state, ac=None) -> float:
         post, _ = state
-        return float(self.ac.value(self.wm.rssm.feat(post))[0])
+        with precision(self.cfg, self.device):
+            return float((ac or self.ac).value(self.wm.rssm.feat(post))[0])
 
     def full_state(self) -> dict:
         return {"model": self.state_dict(), "model_opt": self.model_opt.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "ac_updates": self.ac.updates,
+                "ac_opt": self.ac.optimizer_state(), "ac_updates": self.ac.updates,
                 "rng": self.rng.bit_generator.state}
 
     def load_full_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
         self.model_opt.load_state_dict(state["model_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.ac.load_optimizer_state(state["ac_opt"])
         self.ac.updates = int(state["ac_updates"])
         self.rng.bit_generator.state = state["rng"]
+
+
+def behaviour_metrics(aux: dict) -> dict[str, torch.Tensor]:
+    """Logged summaries of an actor-critic loss's aux (detached tensors)."""
+    return {"critic/value_mean": aux["value"].detach().mean(),
+            "critic/target_mean": aux["target"].detach().mean(),
+            "actor/entropy_mean": aux["entropy"].mean(),
+            "imagined/reward_mean": aux["reward"].detach().mean()}

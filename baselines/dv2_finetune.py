@@ -1,16 +1,20 @@
 """DV2 Finetune: DreamerV2 pretrained online on the source, then trained on the offline
 target dataset (SPEC section 5).
 
-Phase 1 (``pretrain_updates`` updates): online DreamerV2 on the source env. Phase 2
-(the rest of ``train_steps``): world model and actor-critic trained on target
-sequences, as Offline DV2 without the ensemble penalty. Both phases act in the pair's
-larger action space; padded dimensions are ignored by the smaller env and are zero in
-the target data. Paper schedule: Meta-World 160k + 300k updates, DMC 600k + 600k.
+Phase 1: online DreamerV2 on the source env for ``pretrain_env_steps`` environment
+steps, i.e. ``pretrain_env_steps / train_every`` updates (SPEC section 7; the random
+prefill comes before them). Phase 2 (the rest of ``train_steps``, counted in updates):
+world model and actor-critic trained on target sequences, as Offline DV2 without the
+ensemble penalty. Both phases act in the pair's larger action space; padded dimensions
+are ignored by the smaller env and are zero in the target data. Paper schedule:
+Meta-World 160k env steps (32k updates) + 300k updates, DMC 600k env steps (120k
+updates) + 600k updates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent
 from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
@@ -18,40 +22,54 @@ from coworld_bench.algorithm import Algorithm, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
 
-# (pretrain updates, total updates) of the paper, by the target's suite.
-PAPER_SCHEDULE = {"metaworld": (160_000, 460_000), "robodesk": (160_000, 460_000),
-                  "dmc": (600_000, 1_200_000)}
+# The paper's schedule by the target's suite: source pretraining in environment steps,
+# then offline target training in updates (SPEC section 7).
+PAPER_PRETRAIN_ENV_STEPS = {"metaworld": 160_000, "robodesk": 160_000, "dmc": 600_000}
+PAPER_TARGET_UPDATES = {"metaworld": 300_000, "robodesk": 300_000, "dmc": 600_000}
+
+
+def updates_for_env_steps(env_steps: int, train_every: int) -> int:
+    """Updates of an online learner that takes ``train_every`` env steps per update."""
+    return math.ceil(env_steps / train_every)
 
 
 @dataclasses.dataclass
 class FinetuneConfig(DreamerV2Config):
-    """DV2 Finetune. ``train_steps`` and ``pretrain_updates`` of 0 mean the paper's
-    schedule for the pair's suite (see PAPER_SCHEDULE).
+    """DV2 Finetune. ``train_steps`` and ``pretrain_env_steps`` of 0 mean the paper's
+    schedule for the pair's suite.
 
     Attributes:
-      pretrain_updates: online source updates before the offline target phase.
+      pretrain_env_steps: source environment steps of online pretraining before the
+        offline target phase (paper: 160k Meta-World/RoboDesk, 600k DMC); the phase
+        has ``pretrain_updates`` = pretrain_env_steps / train_every updates.
+      train_steps: updates in total, pretraining's included (0: pretraining + the
+        paper's 300k target updates, 600k on DMC).
     """
 
     train_steps: int = 0
-    pretrain_updates: int = 0
+    pretrain_env_steps: int = 0
     dataset_quality: str = "medium-replay"
     dataset_behaviour: str = "dreamerv2"
 
+    @property
+    def pretrain_updates(self) -> int:
+        return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
+
 
 def paper_schedule(config, target):
-    pretrain, total = PAPER_SCHEDULE[target.suite]
-    if config.pretrain_updates == 0:
-        config.pretrain_updates = pretrain
+    if config.pretrain_env_steps == 0:
+        config.pretrain_env_steps = PAPER_PRETRAIN_ENV_STEPS[target.suite]
     if config.train_steps == 0:
-        config.train_steps = total
+        config.train_steps = config.pretrain_updates + PAPER_TARGET_UPDATES[target.suite]
     if config.pretrain_updates >= config.train_steps:
-        raise ValueError(f"pretrain_updates ({config.pretrain_updates}) must be smaller than "
-                         f"train_steps ({config.train_steps}).")
+        raise ValueError(f"pretrain_env_steps={config.pretrain_env_steps} is "
+                         f"{config.pretrain_updates} updates, not fewer than train_steps="
+                         f"{config.train_steps}: raise train_steps or lower pretrain_env_steps.")
     return config
 
 
-SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_updates=10, train_steps=20)
-QUICK = dict(QUICK_MODEL, prefill=2_500, train_every=5, pretrain_updates=2_000,
+SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_env_steps=50, train_steps=20)
+QUICK = dict(QUICK_MODEL, prefill=2_500, train_every=5, pretrain_env_steps=10_000,
              train_steps=4_000)
 
 

@@ -18,7 +18,9 @@ import dataclasses
 
 import torch
 
-from baselines.dreamer import diagonal_fisher, ewc_penalty, flatten_states, lambda_return
+from baselines.dreamer import (
+    behaviour_metrics, detach_states, diagonal_fisher, ewc_penalty, flatten_states,
+)
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
 from coworld_bench.registry import register
 
@@ -56,29 +58,20 @@ class DV2FinetuneEWC(DV2Finetune):
         agent, wm, ac = self.agent, self.agent.wm, self.agent.ac
 
         def model_nll(batch):
-            return wm.loss(batch)[0]
-
-        def posts(batch):
-            with torch.no_grad():
-                embed = wm.embed(batch)
-                post, _ = wm.rssm.observe(embed, batch["action"], batch["is_first"])
-            return flatten_states(post)
+            losses, scales, _ = agent.model_loss(batch)
+            return sum(scales[k] * v for k, v in losses.items())
 
         def actor_nll(batch):
-            feat = wm.rssm.feat(posts(batch))
-            dist = ac.policy(feat)
-            action = dist.rsample().detach()
-            return -dist.log_prob(action).mean()
+            dist = ac.policy(wm.rssm.feat(flatten_states(agent.posterior(batch))))
+            _, pre = dist.rsample()
+            return -dist.log_prob(pre.detach()).mean()
 
         def critic_nll(batch):
             with torch.no_grad():
-                traj = ac.imagine(wm, posts(batch), self.config.horizon)
-                reward = agent.imagined_reward(traj)
-                cont = torch.sigmoid(wm.cont(traj["feat"][1:])[..., 0])
-                value = ac.slow_critic(traj["feat"])[..., 0]
-                target = lambda_return(reward, value, self.config.discount * cont,
-                                       self.config.lam)
-            return (0.5 * (ac.value(traj["feat"][:-1]) - target) ** 2).mean()
+                traj = agent.imagine(agent.posterior(batch))
+                _, aux = ac.loss(traj, wm.reward_of(traj["feat"][1:]),
+                                 wm.cont_of(traj["feat"][1:]))
+            return (0.5 * (ac.value(traj["feat"][:-1]) - aux["target"]) ** 2).mean()
 
         losses = {"model": model_nll, "actor": actor_nll, "critic": critic_nll}
         return {name: diagonal_fisher(_params(self.parts[name]), losses[name], batches)
@@ -91,19 +84,24 @@ class DV2FinetuneEWC(DV2Finetune):
                         for name, m in self.parts.items()}
 
     def penalty(self, name: str) -> torch.Tensor:
-        return ewc_penalty(_params(self.parts[name]), self.anchors[name], self.fisher[name],
-                           self.config.ewc_lambda)
+        """1/2 sum_i F_i (theta_i - theta*_i)^2 of one part (scaled by lambda)."""
+        return ewc_penalty(_params(self.parts[name]), self.anchors[name], self.fisher[name], 1.0)
+
+    def with_penalties(self, loss_fn, *args):
+        """``loss_fn``'s terms plus ``part/ewc`` for each part it trains."""
+        losses, scales, aux = loss_fn(*args)
+        for part in {key.split("/")[0] for key in losses}:
+            losses[f"{part}/ewc"] = self.penalty(part)
+            scales[f"{part}/ewc"] = self.config.ewc_lambda
+        return losses, scales, aux
 
     def target_update(self, batch):
-        def model_penalty(embed, post):
-            penalty = self.penalty("model")
-            return penalty, {"ewc_model": penalty.item()}
-
-        post, scalars = self.agent.train_model(batch, extra_loss=model_penalty)
-        scalars.update(self.agent.train_behaviour(
-            post, actor_penalty=lambda: self.penalty("actor"),
-            critic_penalty=lambda: self.penalty("critic")))
-        return scalars
+        agent = self.agent
+        metrics, aux = agent.optimize(self.with_penalties, agent.model_loss, batch)
+        behaviour, b_aux = agent.optimize(self.with_penalties, agent.behaviour_loss,
+                                          detach_states(aux["post"]))
+        agent.ac.update_slow()
+        return {**metrics, **behaviour, **behaviour_metrics(b_aux)}
 
     def state_dict(self):
         state = super().state_dict()

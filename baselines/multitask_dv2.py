@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from baselines.dreamer import ActorCritic, clip_step, make_optimizer
+from baselines.dreamer import ActorCritic, behaviour_metrics, detach_states
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
 from coworld_bench.algorithm import RunContext
 from coworld_bench.registry import register
@@ -21,8 +19,8 @@ from coworld_bench.registry import register
 
 @dataclasses.dataclass
 class MultiTaskConfig(FinetuneConfig):
-    """Multi-Task DV2. ``pretrain_updates``: source-only updates before the joint phase
-    (0 = the paper schedule's pretraining, as for DV2 Finetune)."""
+    """Multi-Task DV2. ``pretrain_env_steps``: source-only environment steps before the
+    joint phase (0 = the paper schedule's pretraining, as for DV2 Finetune)."""
 
 
 @register("multitask-dv2")
@@ -37,60 +35,46 @@ class MultiTaskDV2(DV2Finetune):
         super().__init__(config, ctx)
         self.target_ac = ActorCritic(config, self.agent.wm.rssm.feat_dim, ctx.action_dim
                                      ).to(ctx.device)
-        self.target_actor_opt = make_optimizer(self.target_ac.actor.parameters(), config.actor_lr)
-        self.target_critic_opt = make_optimizer(self.target_ac.critic.parameters(),
-                                                config.critic_lr)
 
-    def _target_behaviour(self, post) -> dict:
-        """Target actor-critic update: the agent's machinery with the target's networks."""
-        agent = self.agent
-        source = (agent.ac, agent.actor_opt, agent.critic_opt)
-        agent.ac, agent.actor_opt, agent.critic_opt = (self.target_ac, self.target_actor_opt,
-                                                       self.target_critic_opt)
-        try:
-            return agent.train_behaviour(post)
-        finally:
-            agent.ac, agent.actor_opt, agent.critic_opt = source
+    def joint_model_loss(self, source_batch, target_batch):
+        """The sum of the DreamerV2 world-model losses on a source and a target batch."""
+        source, scales, s_aux = self.agent.model_loss(source_batch)
+        target, _, t_aux = self.agent.model_loss(target_batch)
+        losses = {k: source[k] + target[k] for k in source}
+        return losses, scales, {"source": s_aux, "target": t_aux,
+                                "metrics": {**{f"source/{k}": v.detach() for k, v in source.items()},
+                                            **{f"target/{k}": v.detach() for k, v in target.items()}}}
 
     def train_step(self, step):
         if step < self.config.pretrain_updates:
             return {f"source/{k}": v for k, v in self.learner.step().items()}
+        agent = self.agent
         self.learner.collect(self.config.train_every)
-        source_batch = self.agent.batch(self.learner.replay)
-        target_batch = self.agent.batch(self.sampler)
-        wm = self.agent.wm
-        source_loss, source_post, _, s_scalars = wm.loss(source_batch)
-        target_loss, target_post, _, t_scalars = wm.loss(target_batch)
-        clip_step(self.agent.model_opt, source_loss + target_loss, wm.parameters(),
-                  self.config.grad_clip)
-        source_post = {k: v.detach() for k, v in source_post.items()}
-        target_post = {k: v.detach() for k, v in target_post.items()}
-        scalars = {**{f"source/{k}": v for k, v in s_scalars.items()},
-                   **{f"target/{k}": v for k, v in t_scalars.items()}}
-        scalars.update({f"source/{k}": v for k, v in self.agent.train_behaviour(source_post).items()})
-        scalars.update({f"target/{k}": v for k, v in self._target_behaviour(target_post).items()})
+        metrics, aux = agent.optimize(self.joint_model_loss, agent.batch(self.learner.replay),
+                                      agent.batch(self.sampler))
+        scalars = {**metrics, **aux["metrics"]}
+        source_post = detach_states(aux["source"]["post"])
+        target_post = detach_states(aux["target"]["post"])
+        scalars.update({f"source/{k}": v for k, v in agent.train_behaviour(source_post).items()})
+        target, t_aux = agent.optimize(agent.behaviour_loss, target_post, ac=self.target_ac,
+                                       optimizers=self.target_ac.optimizers)
+        self.target_ac.update_slow()
+        scalars.update({f"target/{k}": v for k, v in {**target, **behaviour_metrics(t_aux)}.items()})
         return scalars
 
-    @torch.no_grad()
     def policy(self, obs, state, deterministic=True):
-        post = self.agent.observe_step(obs, state)
-        dist = self.target_ac.policy(self.agent.wm.rssm.feat(post))
-        action = dist.mode() if deterministic else dist.rsample()
-        return action[0].cpu().numpy(), ({"deter": post["deter"], "stoch": post["stoch"]}, action)
+        return self.agent.act(obs, state, deterministic, ac=self.target_ac)
 
-    @torch.no_grad()
     def value(self, obs, state):
-        return float(self.target_ac.value(self.agent.wm.rssm.feat(state[0]))[0])
+        return self.agent.value_of(state, ac=self.target_ac)
 
     def state_dict(self):
         return {**super().state_dict(), "target_ac": self.target_ac.state_dict(),
-                "target_actor_opt": self.target_actor_opt.state_dict(),
-                "target_critic_opt": self.target_critic_opt.state_dict(),
+                "target_ac_opt": self.target_ac.optimizer_state(),
                 "target_ac_updates": self.target_ac.updates}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.target_ac.load_state_dict(state["target_ac"])
-        self.target_actor_opt.load_state_dict(state["target_actor_opt"])
-        self.target_critic_opt.load_state_dict(state["target_critic_opt"])
+        self.target_ac.load_optimizer_state(state["target_ac_opt"])
         self.target_ac.updates = int(state["target_ac_updates"])

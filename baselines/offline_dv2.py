@@ -1,12 +1,19 @@
 """Offline DV2 (V-D4RL): DreamerV2 with an ensemble of prior heads and an uncertainty
 penalty, trained on the offline target dataset alone (SPEC section 5).
 
-The world model, with K = 7 prior heads sharing one recurrent core (each head trained
-with the balanced KL), is trained for ``model_updates`` and then frozen. The actor and
-critic then learn in imagination (horizon 5), each imagined step drawn from a random
-head, on the penalised reward r_hat - lambda * u, where u is the mean over heads of the
+The world model has K = 7 prior heads sharing one recurrent core. At every time step
+of a sequence one head is drawn at random (one draw for the whole batch, as V-D4RL's
+``img_step``) and only that head's prior enters the balanced KL, so each head is
+trained on its own random subset of steps: that keeps their disagreement meaningful.
+The model is trained for ``model_updates`` and then frozen. The actor and critic then
+learn in imagination (horizon 5), each imagined step sampled from a random head, on
+the penalised reward r_hat - lambda * u, where u is the mean over heads of the
 Frobenius distance between each head's (32 x 32) class probabilities and their mean
 (for Gaussian latents: between the heads' means).
+
+The paper preset is V-D4RL's ``dmc_vision`` configuration (SPEC section 5), not
+CoWorld's: RSSM 200 units, 32 x 32 latents, lr 3e-4 / 8e-5 / 8e-5, batch 64 x 50,
+gamma 0.99, lambda 0.95, no discount head, weight decay 1e-6, actor entropy 1e-4.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import dataclasses
 import torch
 
 from baselines.dreamer import (
-    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig, ensemble_disagreement,
+    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig, behaviour_metrics,
+    ensemble_disagreement,
 )
 from coworld_bench.algorithm import Algorithm, RunContext
 from coworld_bench.data import SequenceSampler
@@ -25,21 +33,33 @@ from coworld_bench.registry import register
 
 @dataclasses.dataclass
 class OfflineDV2Config(DreamerConfig):
-    """Offline DV2.
+    """Offline DV2; defaults are V-D4RL's ``dmc_vision`` values.
 
     Attributes:
       model_updates: world-model updates before it is frozen (V-D4RL: ~25k).
-      uncertainty_penalty: lambda of r_hat - lambda * u (V-D4RL: 10).
+      uncertainty_penalty: lambda of r_hat - lambda * u (SPEC: 10).
     """
 
-    train_steps: int = 300_000  # the paper's training-efficiency table
+    train_steps: int = 300_000  # the paper's training-efficiency table (updates)
     ensemble: int = 7
+    deter: int = 200
+    hidden: int = 200
+    model_lr: float = 3e-4
+    actor_lr: float = 8e-5
+    critic_lr: float = 8e-5
+    weight_decay: float = 1e-6
+    batch_size: int = 64
+    seq_len: int = 50
     horizon: int = 5
+    discount: float = 0.99
+    lam: float = 0.95
+    pred_discount: bool = False
+    actor_entropy: float = 1e-4
     model_updates: int = 25_000
     uncertainty_penalty: float = 10.0
 
 
-def head_uncertainty(rssm, state: dict) -> torch.Tensor:
+def head_uncertainty(state: dict) -> torch.Tensor:
     """u of an imagined prior state from its heads' statistics: (N,)."""
     heads = state["heads"]
     if "logits" in heads:
@@ -64,28 +84,29 @@ class OfflineDV2(Algorithm):
                                        seed=ctx.seed)
         self.generator = torch.Generator().manual_seed(ctx.seed)
 
-    def sample_heads(self, n: int) -> torch.Tensor:
-        return torch.randint(0, self.config.ensemble, (n,), generator=self.generator
-                             ).to(self.ctx.device)
+    def draw_heads(self, steps: int) -> list[int]:
+        """One random prior head per time step."""
+        return torch.randint(0, self.config.ensemble, (steps,), generator=self.generator).tolist()
 
-    def penalised_reward(self, traj: dict) -> torch.Tensor:
-        reward = self.agent.imagined_reward(traj)
-        u = torch.stack([head_uncertainty(self.agent.wm.rssm, s) for s in traj["states"][1:]])
-        self._last_u = u.mean().item()
-        return reward - self.config.uncertainty_penalty * u
+    def behaviour_loss(self, post):
+        """DreamerV2's actor-critic loss on the penalised reward r_hat - lambda * u."""
+        agent, cfg = self.agent, self.config
+        traj = agent.imagine(post, heads=self.draw_heads(cfg.horizon), all_heads=True)
+        u = torch.stack([head_uncertainty(s) for s in traj["states"][1:]])
+        reward = agent.wm.reward_of(traj["feat"][1:]) - cfg.uncertainty_penalty * u
+        losses, aux = agent.ac.loss(traj, reward, agent.wm.cont_of(traj["feat"][1:]))
+        return losses, agent.ac.scales(), {**aux, "uncertainty": u.detach().mean()}
 
     def train_step(self, step):
         batch = self.agent.batch(self.sampler)
         if step < self.config.model_updates:
-            _, scalars = self.agent.train_model(batch)
-            return scalars
-        with torch.no_grad():  # the world model is frozen: posteriors only
-            embed = self.agent.wm.embed(batch)
-            post, _ = self.agent.wm.rssm.observe(embed, batch["action"], batch["is_first"])
-        scalars = self.agent.train_behaviour(post, reward_fn=self.penalised_reward,
-                                             head_sampler=self.sample_heads)
-        scalars["uncertainty"] = self._last_u
-        return scalars
+            metrics, aux = self.agent.optimize(self.agent.model_loss, batch,
+                                               heads=self.draw_heads(self.config.seq_len))
+            return {**metrics, "model/kl_value": aux["kl"]}
+        post = self.agent.posterior(batch)  # the world model is frozen
+        metrics, aux = self.agent.optimize(self.behaviour_loss, post)
+        self.agent.ac.update_slow()
+        return {**metrics, **behaviour_metrics(aux), "uncertainty": aux["uncertainty"]}
 
     def policy(self, obs, state, deterministic=True):
         return self.agent.act(obs, state, deterministic)

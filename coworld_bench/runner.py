@@ -420,6 +420,12 @@ class Run:
               f"({seconds_per_update:.3g} s/update x {remaining} updates + {n_evals} "
               f"evaluations x {cfg.eval_episodes} episodes x {self.target.episode_steps} steps at "
               f"{probe * 1000:.0f} ms/step).")
+        pretrain = getattr(cfg, "pretrain_env_steps", 0)
+        if pretrain:  # schedules count updates; online pretraining is given in env steps
+            sources = max(1, len([s for s in getattr(cfg, "sources", "").split(",") if s]))
+            print(f"  The first {sources * cfg.pretrain_updates} of the {cfg.train_steps} updates "
+                  f"are online source pretraining ({pretrain} environment steps per source, "
+                  f"{cfg.train_every} per update); the rest are offline updates.")
 
     def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter

@@ -78,9 +78,14 @@ def test_source_selection_picks_the_smallest_kl():
 
 
 @pytest.mark.parametrize("target,expected", [
-    ("DC", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_updates=160_000)),
-    ("PG", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_updates=160_000)),
-    ("WD", dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000, pretrain_updates=600_000)),
+    # Pretraining counts environment steps (SPEC section 7): 160k / train_every 5 = 32k
+    # updates (600k -> 120k on DMC).
+    ("DC", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_env_steps=160_000,
+                pretrain_updates=32_000)),
+    ("PG", dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000, pretrain_env_steps=160_000,
+                pretrain_updates=32_000)),
+    ("WD", dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000, pretrain_env_steps=600_000,
+                pretrain_updates=120_000)),
 ])
 def test_paper_hyperparameters_by_suite(target, expected):
     config = resolve_paper_values(CoWorld.make_config("paper"), resolve_task(target))
@@ -88,7 +93,8 @@ def test_paper_hyperparameters_by_suite(target, expected):
         assert getattr(config, key) == value
     assert config.source_updates == 20_000
     co_training = 300_000 if target != "WD" else 600_000
-    assert config.train_steps == config.pretrain_updates + co_training  # MW: 460k, as the paper
+    # MW: 160k env steps of pretraining + 300k updates (the paper's "460k iterations").
+    assert config.train_steps == config.pretrain_updates + co_training
     assert config.rounds * (config.target_updates + config.source_updates) >= co_training
     # Explicit values win over the paper's.
     custom = resolve_paper_values(CoWorld.make_config("paper", {"alpha": 1.5}), resolve_task(target))
@@ -109,7 +115,7 @@ def test_ablation_variants_are_registered(name, flag, value):
 
 
 def test_schedule_phases():
-    config = CoWorldConfig(pretrain_updates=3, target_updates=2, source_updates=1, rounds=2,
+    config = CoWorldConfig(pretrain_env_steps=15, train_every=5, target_updates=2, source_updates=1, rounds=2,
                            train_steps=9)
     algo = CoWorld.__new__(CoWorld)
     algo.config = config

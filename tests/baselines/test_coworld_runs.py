@@ -25,8 +25,9 @@ def test_coworld_metaworld_pair_logs_every_transfer(shared_runs):
     metrics = check_run(d)
     keys = set().union(*metrics)
     for key in ("target/alignment_kl", "target/minmax_active", "target/source_value",
-                "target/value", "source/relabelled_reward", "source/true_target_reward",
-                "source/eta", "source0/model_loss"):
+                "target/critic/value_mean", "target/critic/minmax", "target/model/state_align",
+                "source/relabelled_reward", "source/true_target_reward", "source/eta",
+                "source/model/relabel", "source0/model/image"):
         assert key in keys, key
     active = [m["target/minmax_active"] for m in metrics if "target/minmax_active" in m]
     assert all(0.0 <= a <= 1.0 for a in active)
@@ -67,7 +68,7 @@ def test_coworld_low_dimensional_source(cli, tmp_path):
     metrics = check_run(d)
     keys = set().union(*metrics)
     assert "target/minmax_active" in keys  # (C) transfers
-    assert "target/alignment_kl" not in keys and "source/relabel_nll" not in keys
+    assert "target/alignment_kl" not in keys and "source/model/relabel" not in keys
 
 
 def test_coworld_dmc_pair(cli, tmp_path):

@@ -48,5 +48,5 @@ def test_smoke_run(algo, args, name, cli, tmp_path, request):
         assert list((d / "work" / "source_replay").glob("ep*.npz"))  # source episodes kept
     config = json.loads((d / "config.json").read_text())
     if "--pair" in args:
-        assert config["config"]["pretrain_updates"] == 10 and config["action_dim"] == 6 - 2 * (
+        assert config["config"]["pretrain_env_steps"] == 50 and config["action_dim"] == 6 - 2 * (
             name == "BP-DC")

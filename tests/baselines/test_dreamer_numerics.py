@@ -1,0 +1,296 @@
+"""The DreamerV2 core under bfloat16 and against the decisions of SPEC section 7.
+
+bfloat16 autocast on CPU is the same code path as the paper preset's CUDA autocast:
+every DreamerV2-based algorithm trains a few real updates under it here.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.dreamer import (
+    SMOKE_MODEL, ActorCritic, DreamerAgent, DreamerConfig, TanhNormal, WorldModel,
+    lambda_return, tanh_log_det,
+)
+from coworld_bench.runner import RunRequest, prepare
+
+BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+
+
+def _finite(tree, path="") -> list[str]:
+    """Paths of the non-finite float tensors in a (nested) state dict."""
+    bad = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            bad += _finite(v, f"{path}/{k}")
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            bad += _finite(v, f"{path}/{i}")
+    elif torch.is_tensor(tree) and tree.is_floating_point() and not torch.isfinite(tree).all():
+        bad.append(path)
+    return bad
+
+
+def build(data_root, algo, task_args, overrides, tmp_path):
+    """The algorithm of a real smoke run (real dataset on disk, real simulators)."""
+    from coworld_bench.data import Dataset, collect
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COWORLD_BENCH_DATA", str(data_root))
+        run = prepare(RunRequest(algo=algo, preset="smoke", overrides=overrides, device="cpu",
+                                 out=str(tmp_path), progress=False, **task_args))
+        if run.collect_config is not None:
+            collect(run.collect_config, run.dataset_directory, progress=False)
+        dataset = Dataset(run.dataset_directory) if run.dataset_directory else None
+        algo, _ = run.build(dataset)
+    return algo, run.config
+
+
+# Each algorithm at its smallest schedule that still visits every phase of its update:
+# pretraining / model phase, then the target (and source) steps.
+BF16_CASES = [
+    ("dreamerv2", dict(target="WW"), {}, 2),
+    ("offline-dv2", dict(target="DC"), {"model_updates": 2}, 4),
+    ("dv2-finetune", dict(pair="BP-DC"), {"pretrain_env_steps": 10}, 4),
+    ("dv2-finetune-ewc", dict(pair="BP-DC"), {"pretrain_env_steps": 10, "fisher_batches": 1}, 4),
+    ("multitask-dv2", dict(pair="WW-WD"), {"pretrain_env_steps": 10}, 4),
+    ("coworld", dict(pair="BP-DC"),
+     {"pretrain_env_steps": 10, "target_updates": 2, "source_updates": 2, "rounds": 1}, 6),
+    ("coworld-multisource", dict(target="DC"),
+     {"sources": "BP,WC", "pretrain_env_steps": 5, "target_updates": 2, "source_updates": 1,
+      "rounds": 1}, 5),
+]
+
+
+@pytest.mark.parametrize("algo,task_args,overrides,steps", BF16_CASES,
+                         ids=[c[0] for c in BF16_CASES])
+def test_every_dreamer_algorithm_trains_finite_under_bfloat16(algo, task_args, overrides, steps,
+                                                              data_root, tmp_path):
+    torch.manual_seed(0)
+    algorithm, config = build(data_root, algo, task_args,
+                              {**overrides, "train_steps": steps}, tmp_path)
+    with torch.autocast(**BF16):
+        assert torch.is_autocast_enabled("cpu")
+        for step in range(steps):
+            metrics = algorithm.train_step(step)
+            bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
+            assert not bad, f"{algo} step {step}: non-finite {bad}"
+    assert not _finite(algorithm.state_dict()), _finite(algorithm.state_dict())[:5]
+    # The last step was a target (offline) step with actor and critic updates.
+    last = set(metrics)
+    assert any("critic/value" in k for k in last) and any("actor/entropy" in k for k in last)
+
+
+def _agent(**overrides) -> DreamerAgent:
+    cfg = DreamerConfig(**{**SMOKE_MODEL, **overrides})
+    return DreamerAgent(cfg, action_dim=4, device=torch.device("cpu"), seed=0)
+
+
+def _batch(b=3, t=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randint(0, 256, (b, t, 64, 64, 3), generator=g, dtype=torch.uint8),
+            "action": torch.rand(b, t, 4, generator=g) * 2 - 1,
+            "reward": torch.rand(b, t, generator=g),
+            "discount": torch.ones(b, t),
+            "is_first": torch.zeros(b, t, dtype=torch.bool)}
+
+
+def test_lambda_returns_under_autocast_equal_float32():
+    """Rewards, values, discounts and lambda-returns stay float32 under bf16 autocast,
+    at the scale of DMC values (600-1000) and the paper's gamma 0.995."""
+    torch.manual_seed(0)
+    agent = _agent(discount=0.995, horizon=8)
+    with torch.no_grad():
+        agent.ac.slow_critic[-1].bias.fill_(800.0)
+        agent.ac.critic[-1].bias.fill_(800.0)
+        agent.wm.reward[-1].bias.fill_(5.0)
+    post = agent.posterior(_batch())
+    with torch.autocast(**BF16):
+        _, _, aux = agent.behaviour_loss(post)
+        cont = agent.wm.cont_of(aux["traj"]["feat"][1:])
+    assert cont.dtype == torch.float32
+    for key in ("reward", "discount", "slow_value", "target", "value", "weight"):
+        assert aux[key].dtype == torch.float32, key
+    assert aux["slow_value"].mean() > 600
+    assert torch.allclose(aux["discount"], 0.995 * cont, rtol=1e-6, atol=0)
+    reference = lambda_return(aux["reward"].double(), aux["slow_value"].double(),
+                              aux["discount"].double(), agent.cfg.lam)
+    assert torch.allclose(aux["target"].double(), reference, rtol=1e-5, atol=0)
+    # bf16 would have rounded gamma to 0.9961 and the returns by ~5 at this scale.
+    bf16 = lambda_return(aux["reward"].bfloat16(), aux["slow_value"].bfloat16(),
+                         aux["discount"].bfloat16(), agent.cfg.lam).double()
+    assert (bf16 - reference).abs().max() > 1e-5 * reference.abs().max()
+
+
+def test_actor_stays_finite_when_tanh_saturates_in_bfloat16():
+    """The defect: under autocast tanh rounded to +-1 and atanh gave inf. Actions now
+    saturate without any quantity becoming infinite."""
+    policy = TanhNormal(torch.full((5, 4), 20.0, dtype=torch.bfloat16).requires_grad_(),
+                        torch.full((5, 4), 0.1, dtype=torch.bfloat16))
+    action, pre = policy.rsample()
+    assert (action == 1).all()  # saturated in float32 too
+    assert torch.isfinite(policy.log_prob(pre)).all() and torch.isfinite(policy.entropy(pre)).all()
+
+
+@pytest.mark.parametrize("std", [0.3, 1.5])
+def test_entropy_estimate_has_the_gradient_of_the_true_entropy(std):
+    """d H / d std of tanh(N(0, std)): positive at 0.3, negative at 1.5 (the entropy of
+    the squashed normal peaks near 0.87). The estimate's gradient matches a central
+    finite difference of a Monte-Carlo entropy with common random numbers."""
+    torch.manual_seed(0)
+    log_std = torch.tensor(math.log(std), requires_grad=True)
+    mean = torch.zeros(200_000, 1)
+    policy = TanhNormal(mean, log_std.exp().expand(200_000, 1))
+    _, pre = policy.rsample()
+    policy.entropy(pre).mean().backward()
+    grad = log_std.grad.item() / std  # d/d std
+
+    eps = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(1))
+
+    def entropy(s):
+        return (0.5 * math.log(2 * math.pi * math.e * s * s) + tanh_log_det(s * eps).mean()).item()
+
+    expected = (entropy(std + 1e-3) - entropy(std - 1e-3)) / 2e-3
+    assert np.sign(grad) == np.sign(expected) != 0
+    assert grad == pytest.approx(expected, rel=0.1)
+
+
+def test_actor_entropy_term_pushes_the_actor_std_the_right_way():
+    """Through ActorCritic.loss: the gradient of ``actor/entropy`` w.r.t. the bias of the
+    actor's std outputs is non-zero and, at a small std, negative (the loss is -H)."""
+    torch.manual_seed(0)
+    agent = _agent()
+    with torch.no_grad():  # std = 2 sigmoid(b / 2) + 0.1 = 0.3
+        agent.ac.actor[-1].bias[4:].fill_(2 * math.log(0.1 / 0.9))
+    post = agent.posterior(_batch())
+    losses, _, _ = agent.behaviour_loss(post)
+    losses["actor/entropy"].backward()
+    grad = agent.ac.actor[-1].bias.grad[4:]
+    assert (grad < 0).all()
+
+
+def test_tanh_log_det_matches_the_direct_formula():
+    u = torch.linspace(-3, 3, 13)
+    assert torch.allclose(tanh_log_det(u[:, None]), torch.log(1 - torch.tanh(u) ** 2), atol=1e-5)
+
+
+def test_offline_dv2_kl_trains_exactly_the_head_of_each_step():
+    torch.manual_seed(0)
+    cfg = DreamerConfig(**{**SMOKE_MODEL, "ensemble": 3, "free_nats": 0.0})
+    wm = WorldModel(cfg, action_dim=4)
+    batch = _batch(t=2)
+
+    def trained_heads(heads):
+        wm.zero_grad(set_to_none=True)
+        losses, _, _ = wm.loss(batch, heads=heads)
+        losses["model/kl"].backward()
+        return [i for i, h in enumerate(wm.rssm.prior_heads)
+                if h[0].weight.grad is not None and h[0].weight.grad.abs().sum() > 0]
+
+    assert trained_heads([2, 2]) == [2]
+    assert trained_heads([0, 1]) == [0, 1]
+    assert trained_heads(None) == [0]
+
+
+def test_offline_dv2_draws_one_head_per_time_step(data_root, tmp_path):
+    algorithm, config = build(data_root, "offline-dv2", dict(target="DC"),
+                              {"model_updates": 2, "train_steps": 2}, tmp_path)
+    draws = [algorithm.draw_heads(config.seq_len) for _ in range(20)]
+    assert all(len(d) == config.seq_len for d in draws)
+    assert {h for d in draws for h in d} == set(range(config.ensemble))
+
+
+def test_relabelled_reward_trains_the_whole_source_model(data_root, tmp_path):
+    """(B) after SPEC section 7: the relabelled term's gradient reaches the source
+    encoder and RSSM, not only the reward head."""
+    algorithm, _ = build(data_root, "coworld", dict(pair="BP-DC"), {}, tmp_path)
+    source = algorithm.sources[0]
+    batch = source.agent.batch(algorithm.sampler)
+    losses, scales, _ = algorithm.source_model_loss(source, batch, batch, eta=0.5)
+    assert scales["model/relabel"] == pytest.approx(0.5) and scales["model/reward"] == 0.5
+    wm = source.agent.wm
+    parts = {"encoder": wm.encoder, "rssm": wm.rssm, "reward": wm.reward}
+    grads = torch.autograd.grad(losses["model/relabel"],
+                                [p for m in parts.values() for p in m.parameters()],
+                                allow_unused=True)
+    it = iter(grads)
+    for name, module in parts.items():
+        norm = sum(float(g.abs().sum()) for p, g in zip(module.parameters(), it)
+                   if g is not None)
+        assert norm > 0, f"no gradient into the source {name}"
+
+
+def test_windows_start_from_the_initial_state_and_a_zero_action():
+    """A window that starts mid-episode (is_first False on row 0, a real previous
+    action) is treated as a start: its first prior equals that of the initial state
+    with a zero action, whatever the stored action."""
+    torch.manual_seed(0)
+    wm = WorldModel(DreamerConfig(**SMOKE_MODEL), action_dim=4)
+    batch = _batch(t=3)
+    embed = wm.embed(batch)
+    with torch.no_grad():
+        _, prior = wm.rssm.observe(embed, batch["action"], batch["is_first"])
+        other = batch["action"].clone()
+        other[:, 0] = 0.7
+        _, prior_other = wm.rssm.observe(embed, other, batch["is_first"])
+        start = wm.rssm.img_step(wm.rssm.initial(3, "cpu"), torch.zeros(3, 4))
+    assert torch.equal(prior["deter"][:, 0], start["deter"])
+    assert torch.equal(prior_other["deter"][:, 0], start["deter"])
+
+
+def test_layernorm_gru_keeps_the_state_at_initialisation_and_continuous_std_is_sigmoid2():
+    cfg = DreamerConfig(**{**SMOKE_MODEL, "latent": "continuous"})
+    wm = WorldModel(cfg, action_dim=4)
+    gru = wm.rssm.gru
+    assert gru.update_bias == -1.0 and isinstance(gru.norm, torch.nn.LayerNorm)
+    # Heads carry no normalisation (DreamerV2's norm: none).
+    for head in (wm.reward, wm.cont, ActorCritic(cfg, wm.rssm.feat_dim, 4).actor):
+        assert not any(isinstance(m, torch.nn.LayerNorm) for m in head.modules())
+    raw = torch.tensor([[0.0, 0.0, 0.0, 0.0, -100.0, 0.0, 2.0, 100.0]])
+    stats = wm.rssm._stats(raw)
+    expected = 2 * torch.sigmoid(torch.tensor([-100.0, 0.0, 2.0, 100.0]) / 2) + 0.1
+    assert torch.allclose(stats["std"][0], expected)
+    assert stats["std"].min() >= 0.1 and stats["std"].max() <= 2.1
+
+
+def test_optimize_rejects_a_term_without_a_scale_and_bf16_terms():
+    from baselines.dreamer import optimize
+
+    agent = _agent()
+
+    def missing_scale():
+        losses, scales, aux = agent.model_loss(_batch())
+        losses["model/extra"] = losses["model/kl"] * 0
+        return losses, scales, aux
+
+    with pytest.raises(ValueError, match="model/extra"):
+        agent.optimize(missing_scale)
+
+    def forgotten_term():
+        losses, scales, aux = agent.model_loss(_batch())
+        del losses["model/reward"]
+        return losses, scales, aux
+
+    with pytest.raises(ValueError, match="model/reward"):
+        agent.optimize(forgotten_term)
+
+    def half():
+        losses, scales, aux = agent.model_loss(_batch())
+        losses["model/kl"] = losses["model/kl"].bfloat16()
+        return losses, scales, aux
+
+    with pytest.raises(TypeError, match="model/kl"):
+        optimize(agent.optimizers, agent.cfg, "cpu", half)
+
+
+def test_optimize_clips_each_part_and_steps_only_the_parts_it_trains():
+    torch.manual_seed(0)
+    agent = _agent(grad_clip=1e-3)
+    actor_before = [p.detach().clone() for p in agent.ac.actor.parameters()]
+    metrics, _ = agent.optimize(agent.model_loss, _batch())
+    assert float(metrics["model/grad_norm"]) > 1e-3  # the norm before clipping is logged
+    assert set(k.split("/")[0] for k in metrics) == {"model"}
+    assert all(torch.equal(a, p) for a, p in zip(actor_before, agent.ac.actor.parameters()))
+    assert all(torch.isfinite(p).all() for p in agent.wm.parameters())
