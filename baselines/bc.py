@@ -1,7 +1,7 @@
 """Behaviour cloning from pixels.
 
 The simplest offline baseline: regress the dataset's actions from its images. A
-DrQ-v2 encoder (shared with DrQ+BC and CQL) with random-shift augmentation feeds a
+DrQ-v2 encoder (``baselines/nets.py``) with random-shift augmentation feeds a
 trunk (linear -> ``feature_dim``, LayerNorm, tanh) and an MLP whose tanh output is
 the action; the loss is the mean squared error to the data action. The policy is
 deterministic either way.
@@ -10,15 +10,17 @@ deterministic either way.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from baselines.nets import DrQEncoder, FrameStack, mlp, random_shift
-from coworld_bench.algorithm import Algorithm, RunContext, TrainConfig
+from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
 
 
 def bc_loss(predicted: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -47,6 +49,10 @@ class BCConfig(TrainConfig):
     hidden_dim: int = 1024
     augment_pad: int = 4
 
+    checks: ClassVar[dict] = {"batch_size": Range(1), "lr": Range(0), "frame_stack": Range(1),
+                              "feature_dim": Range(1), "hidden_dim": Range(1),
+                              "augment_pad": Range(0)}
+
 
 class BCNet(nn.Module):
     def __init__(self, in_channels, image_size, action_dim, feature_dim, hidden_dim):
@@ -54,7 +60,7 @@ class BCNet(nn.Module):
         self.encoder = DrQEncoder(in_channels, image_size)
         self.trunk = nn.Sequential(nn.Linear(self.encoder.out_dim, feature_dim),
                                    nn.LayerNorm(feature_dim), nn.Tanh())
-        self.head = mlp(feature_dim, hidden_dim, action_dim)
+        self.head = mlp(feature_dim, hidden_dim, 2, action_dim, act=nn.ReLU)
 
     def forward(self, images):
         return torch.tanh(self.head(self.trunk(self.encoder(images))))
@@ -64,6 +70,8 @@ class BCNet(nn.Module):
 class BC(Algorithm):
     Config = BCConfig
     description = "Behaviour cloning on the pixel dataset (DrQ-v2 encoder, MSE to data actions)."
+    paper_name = "BC"
+    family = "model-free"
     presets = {
         "smoke": dict(batch_size=8, hidden_dim=64, frame_stack=2),
         "quick": dict(batch_size=64, hidden_dim=256),
@@ -78,6 +86,7 @@ class BC(Algorithm):
         self.sampler = TransitionSampler(ctx.dataset, config.batch_size,
                                          frame_stack=config.frame_stack, seed=ctx.seed)
         self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.rngs = RandomStates(sampler=self.sampler.rng, augment=self.generator)
 
     def train_step(self, step):
         batch = self.sampler.sample()
@@ -101,11 +110,9 @@ class BC(Algorithm):
 
     def state_dict(self):
         return {"net": self.net.state_dict(), "optim": self.optim.state_dict(),
-                "sampler_rng": self.sampler.rng.bit_generator.state,
-                "generator": self.generator.get_state()}
+                "rngs": self.rngs.state_dict()}
 
     def load_state_dict(self, state):
         self.net.load_state_dict(state["net"])
         self.optim.load_state_dict(state["optim"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        self.generator.set_state(state["generator"])
+        self.rngs.load_state_dict(state["rngs"])

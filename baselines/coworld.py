@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -65,17 +66,22 @@ from baselines.dreamer import (
     QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states,
 )
 from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
-from baselines.dv2_finetune import PAPER_PRETRAIN_ENV_STEPS, updates_for_env_steps
-from coworld_bench.algorithm import Algorithm, RunContext
+from baselines.dv2_finetune import check_pretraining, updates_for_env_steps
+from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
 from coworld_bench.data import SequenceSampler
+from coworld_bench.errors import ConfigError
 from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
 from coworld_bench.tasks import resolve_task
 
-# The paper's co-training hyperparameters by target suite (SPEC section 4).
+# The paper's settings by target suite (SPEC section 4): co-training hyperparameters
+# and source pretraining in environment steps (SPEC section 7).
 PAPER = {
-    "metaworld": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000),
-    "robodesk": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000),
-    "dmc": dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000),
+    "metaworld": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000,
+                      pretrain_env_steps=160_000),
+    "robodesk": dict(beta2=1.0, k=0.3, alpha=2.0, target_updates=50_000,
+                     pretrain_env_steps=160_000),
+    "dmc": dict(beta2=1.5, k=0.9, alpha=1.0, target_updates=20_000, pretrain_env_steps=600_000),
 }
 # Co-training updates after pretraining (target and source steps together): the paper's
 # training-efficiency table gives CoWorld 460k iterations on Meta-World (160k
@@ -134,8 +140,8 @@ def minmax_value_loss(value: torch.Tensor, source_value: torch.Tensor, alpha: fl
 
 @dataclasses.dataclass
 class CoWorldConfig(DreamerV2Config):
-    """CoWorld. Values of 0 (and beta2/k/alpha of -1) take the paper's value for the
-    target's suite.
+    """CoWorld. Settings left unset (none) take the paper's value for the target's
+    suite (``CoWorld.paper``).
 
     Attributes:
       pretrain_env_steps: source environment steps of online pretraining before
@@ -143,12 +149,13 @@ class CoWorldConfig(DreamerV2Config):
         ``pretrain_updates`` = pretrain_env_steps / train_every updates.
       target_updates: target steps per round.
       source_updates: source steps per round.
-      rounds: co-training rounds (0: enough to cover the paper's co-training updates;
-        ``train_steps`` of 0 ends the run after exactly those updates).
+      rounds: co-training rounds (unset: enough to cover the paper's co-training
+        updates, 300k on Meta-World/RoboDesk, 600k on DMC).
+      train_steps: updates in total, pretraining's included (unset: pretraining +
+        the co-training rounds).
       beta2: domain KL scale of (A).
       k: target-informed reward factor of (B).
       alpha: value-constraint scale of (C).
-      eta_start, eta_end: (B)'s eta over each source stage.
       no_state_align, no_reward_align, no_value_constraint: ablations (paper fig. 5a).
       constraint: "max" (CoWorld) or "brute_force" (the paper's "w/o Max").
       sources: multi-source: comma-separated source tasks (coworld-multisource).
@@ -156,14 +163,14 @@ class CoWorldConfig(DreamerV2Config):
       source_obs: "image", or "state" for a low-dimensional source (see module doc).
     """
 
-    train_steps: int = 0
-    pretrain_env_steps: int = 0
-    target_updates: int = 0
+    train_steps: int | None = None
+    pretrain_env_steps: int | None = None
+    target_updates: int | None = None
     source_updates: int = 20_000
-    rounds: int = 0
-    beta2: float = -1.0
-    k: float = -1.0
-    alpha: float = -1.0
+    rounds: int | None = None
+    beta2: float | None = None
+    k: float | None = None
+    alpha: float | None = None
     no_state_align: bool = False
     no_reward_align: bool = False
     no_value_constraint: bool = False
@@ -174,32 +181,35 @@ class CoWorldConfig(DreamerV2Config):
     dataset_quality: str = "medium-replay"
     dataset_behaviour: str = "dreamerv2"
 
+    checks: ClassVar[dict] = {
+        "pretrain_env_steps": Range(1), "target_updates": Range(1), "source_updates": Range(1),
+        "rounds": Range(1), "beta2": Range(0), "k": Range(0, 1), "alpha": Range(0),
+        "constraint": Choice(("max", "brute_force")), "source_obs": Choice(("image", "state")),
+    }
+
     @property
     def pretrain_updates(self) -> int:
         return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
 
+    def source_names(self) -> list[str]:
+        return [s.strip() for s in self.sources.split(",") if s.strip()]
 
-def resolve_paper_values(config: CoWorldConfig, target) -> CoWorldConfig:
-    paper = PAPER[target.suite]
-    for key in ("beta2", "k", "alpha"):
-        if getattr(config, key) < 0:
-            setattr(config, key, paper[key])
-    if config.target_updates == 0:
-        config.target_updates = paper["target_updates"]
-    if config.pretrain_env_steps == 0:
-        config.pretrain_env_steps = PAPER_PRETRAIN_ENV_STEPS[target.suite]
+
+def resolve_schedule(config: CoWorldConfig, target) -> CoWorldConfig:
+    """Rounds and total updates from the paper's co-training length, unless set."""
     per_round = config.target_updates + config.source_updates
     co_training = CO_TRAINING_UPDATES[target.suite]
-    if config.rounds == 0:
+    if config.rounds is None:
         config.rounds = math.ceil(co_training / per_round)
     else:
         co_training = config.rounds * per_round
-    n_sources = max(1, len([s for s in config.sources.split(",") if s.strip()]))
-    if config.train_steps == 0:
+    n_sources = max(1, len(config.source_names()))
+    if config.train_steps is None:
         config.train_steps = n_sources * config.pretrain_updates + co_training
-    if config.constraint not in ("max", "brute_force"):
-        raise ValueError(f"constraint must be 'max' or 'brute_force', got {config.constraint!r}.")
-    return config
+    if config.source_obs == "state" and n_sources > 1:
+        raise ConfigError("Multi-source selection compares image encoders; it needs "
+                          "source_obs=image.")
+    return check_pretraining(config, n_sources)
 
 
 SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_env_steps=30, target_updates=4,
@@ -223,7 +233,7 @@ class SourceAgent:
                                   ctx.seed + 1000 * (index + 1),
                                   state_dim=env.observation_space["state"].shape[0])
         self.learner = OnlineLearner(self.agent, env,
-                                     ctx.work_dir / f"source{index}_replay",
+                                     ctx.artifacts.path(f"source{index}_replay"),
                                      ctx.seed + 1000 * (index + 1), config)
 
 
@@ -235,22 +245,20 @@ class CoWorld(Algorithm):
     needs_source = True
     has_value = True
     presets = {"smoke": SMOKE, "quick": QUICK}
+    paper_name = "CoWorld"
+    family = "transfer"
+    paper = PAPER
 
     @classmethod
-    def for_tasks(cls, config, source, target):
-        return resolve_paper_values(config, target)
+    def resolve(cls, config, source, target):
+        return resolve_schedule(config, target)
 
     def source_tasks(self, ctx: RunContext) -> list:
         return [ctx.source]
 
     def __init__(self, config: CoWorldConfig, ctx: RunContext):
         super().__init__(config, ctx)
-        if config.source_obs not in ("image", "state"):
-            raise ValueError(f"source_obs must be 'image' or 'state', got {config.source_obs!r}.")
         tasks = self.source_tasks(ctx)
-        if config.source_obs == "state" and len(tasks) > 1:
-            raise ValueError("Multi-source selection compares image encoders; it needs "
-                             "source_obs=image.")
         self.action_dim = max([ctx.action_dim, *[t.action_dim for t in tasks]])
         self.sources = [SourceAgent(t, config, ctx, self.action_dim, i)
                         for i, t in enumerate(tasks)]
@@ -314,24 +322,17 @@ class CoWorld(Algorithm):
 
     def snapshot_latents(self, tag: str) -> None:
         """Writes both encoders' embeddings of the fixed frames under ``tag`` into
-        ``work/latents.npz`` (atomically; other tags kept). Consumes no random state."""
-        if self.config.source_obs != "image" or self.ctx.work_dir is None:
+        ``work/latents.npz`` (other tags kept). Consumes no random state."""
+        if self.config.source_obs != "image" or self.ctx.artifacts is None:
             return
-        from coworld_bench.data.format import atomic_write_bytes
-
-        path = self.ctx.work_dir / "latents.npz"
-        arrays = {}
-        if path.exists():
-            with np.load(path, allow_pickle=False) as saved:
-                arrays = {k: saved[k] for k in saved.files}
         images = torch.as_tensor(self.latent_frames(), device=self.ctx.device)
         source = self.sources[self.selected]
         with torch.no_grad():
-            arrays[f"{tag}_source"] = source.agent.wm.encoder(images).float().cpu().numpy()
-            arrays[f"{tag}_target"] = self.target.wm.encoder(images).float().cpu().numpy()
-        arrays[f"{tag}_source_task"] = np.array(source.task.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+            self.ctx.artifacts.update_npz(
+                "latents.npz",
+                **{f"{tag}_source": source.agent.wm.encoder(images).float().cpu().numpy(),
+                   f"{tag}_target": self.target.wm.encoder(images).float().cpu().numpy(),
+                   f"{tag}_source_task": np.array(source.task.id)})
 
     # Target step: (A) and (C) --------------------------------------------------------
 
@@ -348,14 +349,10 @@ class CoWorld(Algorithm):
         scalars = {f"select_kl/{s.task.code}": kl for s, kl in zip(self.sources, kls)}
         scalars.update({f"selected/{s.task.code}": float(i == chosen)
                         for i, s in enumerate(self.sources)})
-        path = self.ctx.work_dir / "source_selection.csv"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("target_step,selected," + ",".join(
-                f"kl_{s.task.id}" for s in self.sources) + "\n")
-        with open(path, "a") as f:
-            f.write(f"{self.target_steps},{self.sources[chosen].task.id},"
-                    + ",".join(f"{kl:.6g}" for kl in kls) + "\n")
+        self.ctx.artifacts.append_row(
+            "source_selection.csv",
+            ["target_step", "selected", *[f"kl_{s.task.id}" for s in self.sources]],
+            [self.target_steps, self.sources[chosen].task.id, *[f"{kl:.6g}" for kl in kls]])
         return chosen, scalars
 
     def target_model_loss(self, batch):
@@ -456,7 +453,7 @@ class CoWorld(Algorithm):
         return {"target": self.target.full_state(),
                 "sources": [{"agent": s.agent.full_state(), "learner": s.learner.state()}
                             for s in self.sources],
-                "sampler_rng": self.sampler.rng.bit_generator.state,
+                "rngs": RandomStates(sampler=self.sampler.rng).state_dict(),
                 "selected": self.selected, "target_steps": self.target_steps,
                 "selection_counts": torch.as_tensor(self.selection_counts)}
 
@@ -465,14 +462,12 @@ class CoWorld(Algorithm):
         for source, saved in zip(self.sources, state["sources"]):
             source.agent.load_full_state(saved["agent"])
             source.learner.load(saved["learner"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        RandomStates(sampler=self.sampler.rng).load_state_dict(state["rngs"])
         self.selected = int(state["selected"])
         self.selection_counts = state["selection_counts"].numpy().copy()
         self.target_steps = int(state["target_steps"])
-        path = self.ctx.work_dir / "source_selection.csv"
-        if path.exists():  # selections made after the checkpoint are redone
-            lines = path.read_text().splitlines()[: self.target_steps + 1]
-            path.write_text("\n".join(lines) + "\n")
+        # Selections made after the checkpoint are redone.
+        self.ctx.artifacts.truncate_rows("source_selection.csv", self.target_steps)
 
 
 @register("coworld-multisource")
@@ -482,25 +477,28 @@ class CoWorldMultiSource(CoWorld):
 
     description = "CoWorld with several sources, the closest selected by latent KL per step."
     needs_source = False
-    # train_steps 0: computed from the schedule (each source is pretrained in turn).
-    presets = {"smoke": dict(SMOKE, sources="BP,WC", train_steps=0),
-               "quick": dict(QUICK, sources="BP,WC,HP", train_steps=0)}
+    paper_name = "CoWorld (multi-source)"
+    learns_from = "several online sources (--set sources=BP,HP,...) + offline target"
+    # train_steps unset: computed from the schedule (each source is pretrained in turn).
+    presets = {"smoke": dict(SMOKE, sources="BP,WC", train_steps=None),
+               "quick": dict(QUICK, sources="BP,WC,HP", train_steps=None)}
 
     @classmethod
-    def for_tasks(cls, config, source, target):
+    def resolve(cls, config, source, target):
         if not config.sources:
             config.sources = ",".join(t.code for t in _metaworld_tasks() if t.id != target.id)
-        names = [s.strip() for s in config.sources.split(",") if s.strip()]
+        names = config.source_names()
         if len(names) < 2:
-            raise ValueError("coworld-multisource needs at least two sources "
-                             "(--set sources=BP,HP).")
+            raise ConfigError("coworld-multisource needs at least two sources "
+                              "(--set sources=BP,HP).")
         for name in names:
             if resolve_task(name).id == target.id:
-                raise ValueError(f"Source {name} is the target itself.")
-        return resolve_paper_values(config, target)
+                raise ConfigError(f"Source {name} is the target itself; choose other sources "
+                                  "with --set sources=...")
+        return resolve_schedule(config, target)
 
     def source_tasks(self, ctx):
-        return [resolve_task(s.strip()) for s in self.config.sources.split(",") if s.strip()]
+        return [resolve_task(s) for s in self.config.source_names()]
 
 
 def _metaworld_tasks():
@@ -509,7 +507,7 @@ def _metaworld_tasks():
     return [t for t in TASKS if t.suite == "metaworld"]
 
 
-def _ablation(name: str, description: str, **settings):
+def _ablation(name: str, paper_name: str, description: str, **settings):
     """A registered variant with an ablation switched on (for sweeps)."""
 
     class Variant(CoWorld):
@@ -517,18 +515,22 @@ def _ablation(name: str, description: str, **settings):
 
     Variant.__name__ = Variant.__qualname__ = "CoWorld_" + name.replace("-", "_")
     Variant.description = description
+    Variant.paper_name = paper_name
+    Variant.family = "ablation"
     Variant.presets = {p: dict(v, **settings) for p, v in CoWorld.presets.items()}
     Variant.presets["paper"] = dict(settings)
     return register(name)(Variant)
 
 
-CoWorldNoStateAlign = _ablation("coworld-no-state-align", "CoWorld without (A) state alignment.",
+CoWorldNoStateAlign = _ablation("coworld-no-state-align", "CoWorld w/o state alignment",
+                                "CoWorld without (A) state alignment.",
                                 no_state_align=True)
-CoWorldNoRewardAlign = _ablation("coworld-no-reward-align",
+CoWorldNoRewardAlign = _ablation("coworld-no-reward-align", "CoWorld w/o reward alignment",
                                  "CoWorld without (B) reward relabelling.", no_reward_align=True)
 CoWorldNoValueConstraint = _ablation("coworld-no-value-constraint",
+                                     "CoWorld w/o value constraint",
                                      "CoWorld without (C) the min-max value constraint.",
                                      no_value_constraint=True)
-CoWorldBruteForce = _ablation("coworld-brute-force",
+CoWorldBruteForce = _ablation("coworld-brute-force", "CoWorld w/o Max",
                               "CoWorld with alpha * v in place of the min-max term (w/o Max).",
                               constraint="brute_force")

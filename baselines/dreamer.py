@@ -39,14 +39,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from coworld_bench.algorithm import TrainConfig
+from baselines.nets import mlp
+from coworld_bench.algorithm import Choice, Range, TrainConfig
+from coworld_bench.errors import ConfigError
+from coworld_bench.seeding import RandomStates
 
 Losses = dict[str, torch.Tensor]
 Scales = dict[str, float]
@@ -84,6 +87,8 @@ class DreamerConfig(TrainConfig):
       precision: 16 = bfloat16 autocast on CUDA (float32 on a CPU); 32 = float32.
       obs: what the world model encodes and reconstructs: "image" (64x64 pixels, conv
         encoder/decoder) or "state" (the low-dimensional state vector, MLPs).
+      layer_norm: LayerNorm in the MLP heads and the RSSM's dense layers (DreamerV2's
+        ``norm: layer`` option; its default, and the paper preset's, is none).
     """
 
     latent: str = "discrete"
@@ -114,6 +119,18 @@ class DreamerConfig(TrainConfig):
     grad_clip: float = 100.0
     precision: int = 16
     obs: str = "image"
+    layer_norm: bool = False
+
+    checks: ClassVar[dict[str, Range | Choice]] = {
+        "latent": Choice(("discrete", "continuous")), "obs": Choice(("image", "state")),
+        "precision": Choice((16, 32)),
+        **{k: Range(1) for k in ("stoch", "classes", "deter", "hidden", "cnn_depth", "mlp_units",
+                                  "mlp_layers", "ensemble", "batch_size", "seq_len", "horizon",
+                                  "slow_critic_every")},
+        **{k: Range(0, 1) for k in ("kl_balance", "lam", "reinforce_weight", "weight_decay")},
+        **{k: Range(0) for k in ("kl_scale", "free_nats", "model_lr", "actor_lr", "critic_lr",
+                                  "actor_entropy", "grad_clip")},
+    }
 
 
 # Small sizes shared by the smoke and quick presets of every DreamerV2-based algorithm.
@@ -216,16 +233,6 @@ def tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
 
 # Networks --------------------------------------------------------------------------
 
-def mlp(in_dim: int, units: int, layers: int, out_dim: int) -> nn.Sequential:
-    """DreamerV2's heads: ``layers`` dense ELU layers, no normalisation (norm: none)."""
-    mods, d = [], in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(d, units), nn.ELU()]
-        d = units
-    mods.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*mods)
-
-
 class ConvEncoder(nn.Module):
     """DreamerV2's 64x64 encoder: 4 convs, kernel 4, stride 2, depth x (1, 2, 4, 8)."""
 
@@ -268,9 +275,9 @@ class ConvDecoder(nn.Module):
 class VectorEncoder(nn.Module):
     """Encoder of low-dimensional state vectors."""
 
-    def __init__(self, in_dim: int, units: int, layers: int):
+    def __init__(self, in_dim: int, units: int, layers: int, norm: bool = False):
         super().__init__()
-        self.net = mlp(in_dim, units, layers - 1, units)
+        self.net = mlp(in_dim, units, layers - 1, units, norm=norm)
         self.out_dim = units
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -304,16 +311,16 @@ class RSSM(nn.Module):
         self.cfg = cfg
         self.discrete = cfg.latent == "discrete"
         if cfg.latent not in ("discrete", "continuous"):
-            raise ValueError(f"latent must be 'discrete' or 'continuous', got {cfg.latent!r}.")
+            raise ConfigError(f"latent must be 'discrete' or 'continuous', got {cfg.latent!r}.")
         self.stoch_dim = cfg.stoch * cfg.classes if self.discrete else cfg.stoch
         stats = self.stoch_dim if self.discrete else 2 * cfg.stoch
-        self.img_in = nn.Sequential(nn.Linear(self.stoch_dim + action_dim, cfg.hidden), nn.ELU())
+        norm = cfg.layer_norm
+        self.img_in = nn.Sequential(nn.Linear(self.stoch_dim + action_dim, cfg.hidden),
+                                    *([nn.LayerNorm(cfg.hidden)] if norm else []), nn.ELU())
         self.gru = LayerNormGRU(cfg.hidden, cfg.deter)
-        self.prior_heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(cfg.deter, cfg.hidden), nn.ELU(), nn.Linear(cfg.hidden, stats))
-            for _ in range(cfg.ensemble))
-        self.post_head = nn.Sequential(nn.Linear(cfg.deter + embed_dim, cfg.hidden), nn.ELU(),
-                                       nn.Linear(cfg.hidden, stats))
+        self.prior_heads = nn.ModuleList(mlp(cfg.deter, cfg.hidden, 1, stats, norm=norm)
+                                         for _ in range(cfg.ensemble))
+        self.post_head = mlp(cfg.deter + embed_dim, cfg.hidden, 1, stats, norm=norm)
 
     @property
     def feat_dim(self) -> int:
@@ -412,20 +419,22 @@ class WorldModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.obs not in ("image", "state"):
-            raise ValueError(f"obs must be 'image' or 'state', got {cfg.obs!r}.")
+            raise ConfigError(f"obs must be 'image' or 'state', got {cfg.obs!r}.")
         self.obs_key = cfg.obs
         if cfg.obs == "image":
             self.encoder = ConvEncoder(cfg.cnn_depth)
         else:
             if not state_dim:
-                raise ValueError("A state world model needs the state dimension.")
-            self.encoder = VectorEncoder(state_dim, cfg.mlp_units, cfg.mlp_layers)
+                raise ConfigError("A state world model needs the state dimension.")
+            self.encoder = VectorEncoder(state_dim, cfg.mlp_units, cfg.mlp_layers,
+                                         norm=cfg.layer_norm)
         self.rssm = RSSM(cfg, action_dim, self.encoder.out_dim)
-        feat = self.rssm.feat_dim
+        feat, norm = self.rssm.feat_dim, cfg.layer_norm
         self.decoder = (ConvDecoder(feat, cfg.cnn_depth) if cfg.obs == "image"
-                        else mlp(feat, cfg.mlp_units, cfg.mlp_layers, state_dim))
-        self.reward = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1)
-        self.cont = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1) if cfg.pred_discount else None
+                        else mlp(feat, cfg.mlp_units, cfg.mlp_layers, state_dim, norm=norm))
+        self.reward = mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1, norm=norm)
+        self.cont = (mlp(feat, cfg.mlp_units, cfg.mlp_layers, 1, norm=norm) if cfg.pred_discount
+                     else None)
 
     def embed(self, batch: dict) -> torch.Tensor:
         return self.encoder(batch[self.obs_key])
@@ -509,9 +518,10 @@ class ActorCritic(nn.Module):
     def __init__(self, cfg: DreamerConfig, feat_dim: int, action_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.actor = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 2 * action_dim)
-        self.critic = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 1)
-        self.slow_critic = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 1)
+        norm = cfg.layer_norm
+        self.actor = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 2 * action_dim, norm=norm)
+        self.critic = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 1, norm=norm)
+        self.slow_critic = mlp(feat_dim, cfg.mlp_units, cfg.mlp_layers, 1, norm=norm)
         self.slow_critic.load_state_dict(self.critic.state_dict())
         self.slow_critic.requires_grad_(False)
         self.updates = 0
@@ -832,14 +842,14 @@ class DreamerAgent(nn.Module):
     def full_state(self) -> dict:
         return {"model": self.state_dict(), "model_opt": self.model_opt.state_dict(),
                 "ac_opt": self.ac.optimizer_state(), "ac_updates": self.ac.updates,
-                "rng": self.rng.bit_generator.state}
+                "rngs": RandomStates(batches=self.rng).state_dict()}
 
     def load_full_state(self, state: dict) -> None:
         self.load_state_dict(state["model"])
         self.model_opt.load_state_dict(state["model_opt"])
         self.ac.load_optimizer_state(state["ac_opt"])
         self.ac.updates = int(state["ac_updates"])
-        self.rng.bit_generator.state = state["rng"]
+        RandomStates(batches=self.rng).load_state_dict(state["rngs"])
 
 
 def behaviour_metrics(aux: dict) -> dict[str, torch.Tensor]:

@@ -10,13 +10,16 @@ its replay (the episode in progress at a kill is started afresh).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
 from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig
-from coworld_bench.algorithm import Algorithm, RunContext
+from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
+from coworld_bench.data.collection import QUALITIES
 from coworld_bench.data.replay import Driver, Replay
 from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
 
 
 @dataclasses.dataclass
@@ -35,6 +38,10 @@ class DreamerV2Config(DreamerConfig):
     replay_capacity: int = 2_000_000
     dataset_quality: str = "none"
     dataset_behaviour: str = "none"
+
+    checks: ClassVar[dict] = {"prefill": Range(0), "train_every": Range(1),
+                              "replay_capacity": Range(1),
+                              "dataset_quality": Choice(("none", *QUALITIES))}
 
 
 class OnlineLearner:
@@ -82,13 +89,36 @@ class OnlineLearner:
 
     def state(self) -> dict:
         return {"episodes": self.replay.total_episodes, "env_steps": self.env_steps,
-                "driver_episodes": self.driver.episodes, "rng": self.rng.bit_generator.state}
+                "driver_episodes": self.driver.episodes,
+                "rngs": RandomStates(explore=self.rng).state_dict()}
 
     def load(self, state: dict) -> None:
         self.replay.reload(int(state["episodes"]))
         self.env_steps = int(state["env_steps"])
         self.driver.episodes = int(state["driver_episodes"])
-        self.rng.bit_generator.state = state["rng"]
+        RandomStates(explore=self.rng).load_state_dict(state["rngs"])
+
+
+class DreamerV2Behaviour:
+    """The paper's dataset behaviour (``coworld_bench.data.behaviours``): the
+    ``dreamerv2`` algorithm at a preset, learning online; its finished training
+    episodes land in ``replay_dir``."""
+
+    def __init__(self, env, replay_dir, seed: int, preset: str, overrides: dict):
+        import torch
+
+        config = DreamerV2.make_config(preset, overrides)
+        torch.manual_seed(seed)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        agent = DreamerAgent(config, env.action_space.shape[0], device, seed)
+        self.learner = OnlineLearner(agent, env, replay_dir, seed, config)
+
+    @property
+    def returns(self) -> list[float]:
+        return self.learner.replay.returns
+
+    def step(self) -> None:
+        self.learner.step()
 
 
 @register("dreamerv2")
@@ -98,6 +128,8 @@ class DreamerV2(Algorithm):
     needs_dataset = False
     needs_target_env = True
     has_value = True
+    paper_name = "DreamerV2 (online)"
+    family = "model-based"
     presets = {
         "smoke": dict(SMOKE_MODEL, prefill=60, train_every=5, train_steps=20),
         "quick": dict(QUICK_MODEL, prefill=2_500, train_every=5, train_steps=4_000,
@@ -107,8 +139,8 @@ class DreamerV2(Algorithm):
     def __init__(self, config: DreamerV2Config, ctx: RunContext):
         super().__init__(config, ctx)
         self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
-        self.learner = OnlineLearner(self.agent, ctx.make_target_env(), ctx.work_dir / "replay",
-                                     ctx.seed, config)
+        self.learner = OnlineLearner(self.agent, ctx.make_target_env(),
+                                     ctx.artifacts.path("replay"), ctx.seed, config)
 
     def train_step(self, step):
         return self.learner.step()

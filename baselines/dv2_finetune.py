@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent
 from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
-from coworld_bench.algorithm import Algorithm, RunContext
+from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
+from coworld_bench.errors import ConfigError
 from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
 
-# The paper's schedule by the target's suite: source pretraining in environment steps,
-# then offline target training in updates (SPEC section 7).
-PAPER_PRETRAIN_ENV_STEPS = {"metaworld": 160_000, "robodesk": 160_000, "dmc": 600_000}
+# The paper's offline target updates after pretraining, by the target's suite.
 PAPER_TARGET_UPDATES = {"metaworld": 300_000, "robodesk": 300_000, "dmc": 600_000}
+# The paper's source pretraining, in environment steps (SPEC section 7).
+PAPER_PRETRAINING = {"metaworld": dict(pretrain_env_steps=160_000),
+                     "robodesk": dict(pretrain_env_steps=160_000),
+                     "dmc": dict(pretrain_env_steps=600_000)}
 
 
 def updates_for_env_steps(env_steps: int, train_every: int) -> int:
@@ -35,36 +40,36 @@ def updates_for_env_steps(env_steps: int, train_every: int) -> int:
 
 @dataclasses.dataclass
 class FinetuneConfig(DreamerV2Config):
-    """DV2 Finetune. ``train_steps`` and ``pretrain_env_steps`` of 0 mean the paper's
-    schedule for the pair's suite.
+    """DV2 Finetune. Settings left unset (none) take the paper's schedule for the
+    pair's suite.
 
     Attributes:
       pretrain_env_steps: source environment steps of online pretraining before the
         offline target phase (paper: 160k Meta-World/RoboDesk, 600k DMC); the phase
-        has ``pretrain_updates`` = pretrain_env_steps / train_every updates.
-      train_steps: updates in total, pretraining's included (0: pretraining + the
+        has pretrain_env_steps / train_every updates.
+      train_steps: updates in total, pretraining's included (unset: pretraining + the
         paper's 300k target updates, 600k on DMC).
     """
 
-    train_steps: int = 0
-    pretrain_env_steps: int = 0
+    train_steps: int | None = None
+    pretrain_env_steps: int | None = None
     dataset_quality: str = "medium-replay"
     dataset_behaviour: str = "dreamerv2"
+
+    checks: ClassVar[dict] = {"pretrain_env_steps": Range(1)}
 
     @property
     def pretrain_updates(self) -> int:
         return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
 
 
-def paper_schedule(config, target):
-    if config.pretrain_env_steps == 0:
-        config.pretrain_env_steps = PAPER_PRETRAIN_ENV_STEPS[target.suite]
-    if config.train_steps == 0:
-        config.train_steps = config.pretrain_updates + PAPER_TARGET_UPDATES[target.suite]
-    if config.pretrain_updates >= config.train_steps:
-        raise ValueError(f"pretrain_env_steps={config.pretrain_env_steps} is "
-                         f"{config.pretrain_updates} updates, not fewer than train_steps="
-                         f"{config.train_steps}: raise train_steps or lower pretrain_env_steps.")
+def check_pretraining(config, sources: int = 1):
+    """The pretraining must leave updates for the offline phase."""
+    if sources * config.pretrain_updates >= config.train_steps:
+        raise ConfigError(f"pretrain_env_steps={config.pretrain_env_steps} is "
+                          f"{sources * config.pretrain_updates} updates, not fewer than "
+                          f"train_steps={config.train_steps}: raise train_steps or lower "
+                          "pretrain_env_steps.")
     return config
 
 
@@ -81,15 +86,22 @@ class DV2Finetune(Algorithm):
     has_value = True
     presets = {"smoke": SMOKE, "quick": QUICK}
 
+    paper_name = "DV2 Finetune"
+    family = "transfer"
+    learns_from = "online source, then offline target"
+    paper = PAPER_PRETRAINING
+
     @classmethod
-    def for_tasks(cls, config, source, target):
-        return paper_schedule(config, target)
+    def resolve(cls, config, source, target):
+        if config.train_steps is None:
+            config.train_steps = config.pretrain_updates + PAPER_TARGET_UPDATES[target.suite]
+        return check_pretraining(config)
 
     def __init__(self, config: FinetuneConfig, ctx: RunContext):
         super().__init__(config, ctx)
         self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
         self.learner = OnlineLearner(self.agent, ctx.make_source_env(),
-                                     ctx.work_dir / "source_replay", ctx.seed, config)
+                                     ctx.artifacts.path("source_replay"), ctx.seed, config)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
 
@@ -116,9 +128,9 @@ class DV2Finetune(Algorithm):
 
     def state_dict(self):
         return {"agent": self.agent.full_state(), "learner": self.learner.state(),
-                "sampler_rng": self.sampler.rng.bit_generator.state}
+                "rngs": RandomStates(sampler=self.sampler.rng).state_dict()}
 
     def load_state_dict(self, state):
         self.agent.load_full_state(state["agent"])
         self.learner.load(state["learner"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        RandomStates(sampler=self.sampler.rng).load_state_dict(state["rngs"])

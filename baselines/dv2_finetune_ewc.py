@@ -15,6 +15,7 @@ meaningful scale (see the script's docstring); set ``--set ewc_lambda=...``.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -22,6 +23,7 @@ from baselines.dreamer import (
     behaviour_metrics, detach_states, diagonal_fisher, ewc_penalty, flatten_states,
 )
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
+from coworld_bench.algorithm import Range
 from coworld_bench.registry import register
 
 
@@ -35,6 +37,8 @@ class EWCConfig(FinetuneConfig):
     ewc_lambda: float = 100.0
     fisher_batches: int = 20
 
+    checks: ClassVar[dict] = {"ewc_lambda": Range(0), "fisher_batches": Range(1)}
+
 
 def _params(module) -> dict[str, torch.Tensor]:
     return {k: p for k, p in module.named_parameters() if p.requires_grad}
@@ -43,6 +47,7 @@ def _params(module) -> dict[str, torch.Tensor]:
 @register("dv2-finetune-ewc")
 class DV2FinetuneEWC(DV2Finetune):
     Config = EWCConfig
+    paper_name = "DV2 Finetune + EWC"
     description = "DV2 Finetune with an EWC penalty anchoring the pretrained source weights."
     presets = {"smoke": dict(DV2Finetune.presets["smoke"], fisher_batches=2),
                "quick": dict(DV2Finetune.presets["quick"], fisher_batches=10)}

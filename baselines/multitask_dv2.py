@@ -29,6 +29,8 @@ class MultiTaskDV2(DV2Finetune):
     agent's own actor-critic is the source's and the target gets its own."""
 
     Config = MultiTaskConfig
+    paper_name = "Multi-Task DV2"
+    learns_from = "online source + offline target, one shared world model"
     description = "One world model on source online + target offline data, separate actor-critics."
 
     def __init__(self, config: MultiTaskConfig, ctx: RunContext):

@@ -1,4 +1,6 @@
-"""Networks and augmentations shared by more than one algorithm."""
+"""Networks and augmentations used by more than one algorithm: the MLP of every head
+(DreamerV2's and DrQ-v2's), and the pixel pieces of the model-free baselines
+(DrQ-v2's encoder, frame stacking, random shifts)."""
 
 from __future__ import annotations
 
@@ -39,11 +41,15 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     return out.permute(0, 3, 1, 2).to(images.dtype)
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+def mlp(in_dim: int, units: int, layers: int, out_dim: int, act=nn.ELU, norm: bool = False
+        ) -> nn.Sequential:
+    """``layers`` dense layers of ``units`` with activation ``act`` (LayerNorm before it
+    with ``norm``: DreamerV2's ``norm: layer``), then a linear output. DreamerV2's
+    heads: ELU, no norm by default; DrQ-v2's: ReLU."""
     mods, d = [], in_dim
     for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.ReLU()]
-        d = hidden
+        mods += [nn.Linear(d, units), *([nn.LayerNorm(units)] if norm else []), act()]
+        d = units
     mods.append(nn.Linear(d, out_dim))
     return nn.Sequential(*mods)
 

@@ -19,6 +19,7 @@ gamma 0.99, lambda 0.95, no discount head, weight decay 1e-6, actor entropy 1e-4
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -26,9 +27,10 @@ from baselines.dreamer import (
     QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig, behaviour_metrics,
     ensemble_disagreement,
 )
-from coworld_bench.algorithm import Algorithm, RunContext
+from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
 
 
 @dataclasses.dataclass
@@ -58,6 +60,8 @@ class OfflineDV2Config(DreamerConfig):
     model_updates: int = 25_000
     uncertainty_penalty: float = 10.0
 
+    checks: ClassVar[dict] = {"model_updates": Range(0), "uncertainty_penalty": Range(0)}
+
 
 def head_uncertainty(state: dict) -> torch.Tensor:
     """u of an imagined prior state from its heads' statistics: (N,)."""
@@ -72,6 +76,8 @@ class OfflineDV2(Algorithm):
     Config = OfflineDV2Config
     description = "Offline DV2 (V-D4RL): 7-head prior ensemble, uncertainty-penalised imagination."
     has_value = True
+    paper_name = "Offline DV2"
+    family = "model-based"
     presets = {
         "smoke": dict(SMOKE_MODEL, ensemble=3, model_updates=10, train_steps=20),
         "quick": dict(QUICK_MODEL, horizon=5, model_updates=1_000, train_steps=2_000),
@@ -83,6 +89,7 @@ class OfflineDV2(Algorithm):
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
         self.generator = torch.Generator().manual_seed(ctx.seed)
+        self.rngs = RandomStates(sampler=self.sampler.rng, heads=self.generator)
 
     def draw_heads(self, steps: int) -> list[int]:
         """One random prior head per time step."""
@@ -115,10 +122,8 @@ class OfflineDV2(Algorithm):
         return self.agent.value_of(state)
 
     def state_dict(self):
-        return {"agent": self.agent.full_state(), "sampler_rng": self.sampler.rng.bit_generator.state,
-                "generator": self.generator.get_state()}
+        return {"agent": self.agent.full_state(), "rngs": self.rngs.state_dict()}
 
     def load_state_dict(self, state):
         self.agent.load_full_state(state["agent"])
-        self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        self.generator.set_state(state["generator"])
+        self.rngs.load_state_dict(state["rngs"])

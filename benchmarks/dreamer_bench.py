@@ -67,13 +67,13 @@ def speed(args):
 
 def random_returns(task: str, episodes: int, seed: int) -> list[float]:
     from coworld_bench import envs
-    from coworld_bench.evaluation import episode_seed
+    from coworld_bench.evaluation import eval_seed
 
     env = envs.make(task, seed=seed, fast_render=True)
     rng = np.random.default_rng(0)
     out = []
     for j in range(episodes):
-        env.reset(seed=episode_seed(seed, 1, j))
+        env.reset(seed=eval_seed(seed, 1, j))
         total, done = 0.0, False
         while not done:
             _, r, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
@@ -92,7 +92,7 @@ def learning(args):
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - start
-    run = next(out.glob(f"*/dreamerv2/seed0"))
+    run = next(out.glob("*/dreamerv2/seed0"))
     config = json.loads((run / "config.json").read_text())["config"]
     curve = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     baseline = random_returns(args.task, args.episodes, 0)

@@ -9,6 +9,10 @@ An algorithm is one class with a config dataclass::
         needs_source = False           # True: the runner gives it an online source env
         needs_dataset = True           # False: no offline target dataset (online agents)
         needs_target_env = False       # True: it interacts with the target task online
+        paper_name = "My Algo"         # its name in result tables
+        family = "model-free"          # model-based | model-free | transfer | plugin
+        has_value = True               # it has a critic (value-estimation figure)
+        paper = {"dmc": {...}}         # the paper's settings by target suite
 
         def __init__(self, config, ctx): ...          # build networks from ctx
         def train_step(self, step) -> dict: ...       # one update; returns scalars to log
@@ -23,20 +27,149 @@ logging, resuming.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from coworld_bench.data.collection import QUALITIES
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TaskSpec
 
-__all__ = ["TrainConfig", "RunContext", "Algorithm", "PRESETS"]
+__all__ = ["TrainConfig", "RunContext", "Algorithm", "PRESETS", "Range", "Choice",
+           "field_docs", "setting_checks"]
 
 PRESETS = ("smoke", "quick", "paper")
+
+
+# Valid values of settings ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A finite number in [low, high] (None: unbounded)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f">= {self.low:g}"
+        if self.low is None:
+            return f"<= {self.high:g}"
+        return f"[{self.low:g}, {self.high:g}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+    def check(self, value) -> bool:
+        return value in self.values
+
+    def __str__(self) -> str:
+        return " | ".join(map(str, self.values))
+
+
+def setting_checks(config_cls: type) -> dict[str, Range | Choice]:
+    """Every ``checks`` entry along the config class's bases (subclasses win)."""
+    merged: dict[str, Range | Choice] = {}
+    for klass in reversed(config_cls.__mro__):
+        merged.update(klass.__dict__.get("checks", {}))
+    return merged
+
+
+_ATTR = re.compile(r"^\s{2,}([a-z_][a-z0-9_, ]*):\s*(.*)$")
+
+
+def field_docs(config_cls: type) -> dict[str, str]:
+    """One-line meaning of each field, from the "Attributes:" sections of the config
+    class's docstrings along its bases (``a, b: text`` documents both)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config_cls.__mro__):
+        text = klass.__dict__.get("__doc__") or ""
+        if "Attributes:" not in text:
+            continue
+        names: list[str] = []
+        for line in text.split("Attributes:", 1)[1].splitlines():
+            match = _ATTR.match(line)
+            if match:
+                names = [n.strip() for n in match.group(1).split(",") if n.strip()]
+                for name in names:
+                    docs[name] = match.group(2).strip()
+            elif line.strip() and names:
+                for name in names:
+                    docs[name] += " " + line.strip()
+    return docs
+
+
+def _type_name(kind) -> str:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    base = args[0] if args else kind
+    name = getattr(base, "__name__", str(base))
+    return f"{name} or none" if args else name
+
+
+def coerce_setting(owner: str, name: str, kind, value: Any) -> Any:
+    """A ``--set`` value as the field's declared type: text is parsed by that type
+    (``3e-4``, ``1e3``, ``nan``, ``inf`` for floats; ``true``/``false`` for bools;
+    ``none`` where the field allows None); Python values are checked."""
+    optional = type(None) in typing.get_args(kind)
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    wrong = ConfigError(f"{owner}: setting {name}={value!r} should be a {_type_name(kind)}.")
+    if isinstance(value, str) and base is not str:
+        text = value.strip()
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if base is bool:
+            lowered = text.lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+            raise wrong
+        try:
+            number = float(text)
+        except ValueError:
+            raise wrong from None
+        if base is int:
+            if not number.is_integer():
+                raise wrong
+            return int(number)
+        return number
+    if value is None:
+        if optional:
+            return None
+        raise wrong
+    if base is bool:
+        if not isinstance(value, bool):
+            raise wrong
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong
+        value = float(value)
+    elif not isinstance(value, base):
+        raise wrong
+    return value
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Fields the runner reads; every algorithm config extends this.
+
+    A config class declares the valid values of its fields once, in ``checks``
+    (``Range`` or ``Choice`` per field name; subclasses add to their bases'); a field
+    typed ``X | None`` with default None takes the paper's value for the task's
+    suite (``Algorithm.paper``) unless set.
 
     Attributes:
       train_steps: training updates in total.
@@ -66,9 +199,38 @@ class TrainConfig:
     dataset_dir: str = ""
     fast_render: bool = False
 
+    checks: ClassVar[dict[str, Range | Choice]] = {
+        "train_steps": Range(1), "eval_every": Range(0), "eval_episodes": Range(1),
+        "checkpoint_every": Range(1), "log_every": Range(1), "discount": Range(0, 1),
+        "dataset_quality": Choice(QUALITIES), "dataset_episodes": Range(1),
+        "dataset_seed": Range(0),
+    }
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        return typing.get_type_hints(cls)
+
+    def validate(self, owner: str, resolved: bool = True) -> None:
+        """Checks every field's type and valid values; ``resolved``: paper values
+        (None) must have been filled in. Raises ConfigError naming the setting."""
+        types = self.field_types()
+        checks = setting_checks(type(self))
+        for f in dataclasses.fields(self):
+            value = coerce_setting(owner, f.name, types[f.name], getattr(self, f.name))
+            setattr(self, f.name, value)
+            if value is None:
+                if resolved:
+                    raise ConfigError(f"{owner}: setting {f.name} has no value for this task "
+                                      f"(the paper gives none); set it with --set {f.name}=...")
+                continue
+            check = checks.get(f.name)
+            if check is not None and not check.check(value):
+                raise ConfigError(f"{owner}: setting {f.name}={value!r} is out of range; valid: "
+                                  f"{check}.")
 
 
 # Runner fields per preset; an algorithm's own ``presets`` override these.
@@ -102,6 +264,7 @@ class RunContext:
         a restart); it is part of the run directory.
       make_env: ``make_env(task, **options)`` makes any benchmark task with the run's
         online settings (render mode, action dim), e.g. several sources.
+      artifacts: writes the algorithm's own run files (``work/``) atomically.
     """
 
     target: TaskSpec
@@ -116,10 +279,20 @@ class RunContext:
     make_target_env: Callable[[], Any] | None = None
     work_dir: Any = None
     make_env: Callable[..., Any] | None = None
+    artifacts: Any = None
 
 
 class Algorithm:
-    """Base class; see the module docstring. Subclasses set ``Config`` and ``presets``."""
+    """Base class; see the module docstring. Subclasses set ``Config`` and ``presets``,
+    and describe themselves for ``list algos`` and the report:
+
+    - ``paper_name``: the name in the paper's tables (default: the registry name);
+    - ``family``: "model-based", "model-free", "transfer" (uses a source) or "plugin";
+    - ``learns_from``: what it trains on, in words;
+    - ``has_value``: it has a critic (the value-estimation figure covers it);
+    - ``paper``: the paper's values of settings by target suite ("metaworld",
+      "robodesk", "dmc"), filled into the config's None fields for that suite.
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[TrainConfig]] = TrainConfig
@@ -129,38 +302,79 @@ class Algorithm:
     needs_target_env: ClassVar[bool] = False
     has_value: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    paper_name: ClassVar[str] = ""
+    family: ClassVar[str] = "plugin"
+    learns_from: ClassVar[str] = ""
+    paper: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: TrainConfig, ctx: RunContext):
         self.config = config
         self.ctx = ctx
 
     @classmethod
-    def make_config(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """The config of a preset, with ``--set`` overrides applied and checked."""
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}.")
-        values = {**BASE_PRESETS[preset], **cls.presets.get(preset, {})}
+    def display_name(cls) -> str:
+        return cls.paper_name or cls.name
+
+    @classmethod
+    def learns_from_text(cls) -> str:
+        if cls.learns_from:
+            return cls.learns_from
+        if cls.needs_source:
+            return "online source + offline target"
+        if not cls.needs_dataset:
+            return "one task, online"
+        return "offline target"
+
+    @classmethod
+    def coerce_overrides(cls, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """``--set`` values (text or Python values) as their fields' declared types."""
         names = cls.Config.field_names()
+        types = cls.Config.field_types()
+        out = {}
         for key, value in (overrides or {}).items():
             if key not in names:
-                raise ValueError(f"{cls.name} has no setting {key!r}; valid settings: "
-                                 f"{', '.join(sorted(names))}.")
-            values[key] = value
+                raise ConfigError(f"{cls.name} has no setting {key!r}; valid settings: "
+                                  f"{', '.join(sorted(names))} (coworld-bench list settings "
+                                  f"{cls.name}).")
+            out[key] = coerce_setting(cls.name, key, types[key], value)
+        return out
+
+    @classmethod
+    def make_config(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The config of a preset, with ``--set`` overrides (text or Python values)
+        parsed by each field's declared type and checked against its valid values.
+        Fields left None take the paper's value in ``for_tasks``."""
+        if preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}.")
+        values = {**BASE_PRESETS[preset], **cls.presets.get(preset, {}),
+                  **cls.coerce_overrides(overrides)}
         config = cls.Config(**values)
-        for f in dataclasses.fields(config):
-            value = getattr(config, f.name)
-            default = f.default if f.default is not dataclasses.MISSING else None
-            if default is not None and not isinstance(value, type(default)) and not (
-                    isinstance(default, float) and isinstance(value, int)):
-                raise ValueError(f"{cls.name}: setting {f.name}={value!r} should be a "
-                                 f"{type(default).__name__}.")
+        config.validate(cls.name, resolved=False)
         return config
+
+    @classmethod
+    def paper_values(cls, target: TaskSpec) -> dict[str, Any]:
+        """The paper's settings for the target's suite."""
+        return dict(cls.paper.get(target.suite, {}))
 
     @classmethod
     def for_tasks(cls, config: TrainConfig, source: TaskSpec | None, target: TaskSpec
                   ) -> TrainConfig:
-        """Fills settings whose paper value depends on the tasks (e.g. DMC trains longer
-        than Meta-World). Called by the runner before the config is recorded."""
+        """Fills the fields left None with the paper's values for the target's suite,
+        then ``resolve``s derived settings, then checks everything. Called by the
+        runner before anything is written."""
+        for key, value in cls.paper_values(target).items():
+            if getattr(config, key) is None:
+                setattr(config, key, value)
+        config = cls.resolve(config, source, target)
+        config.validate(cls.name, resolved=True)
+        return config
+
+    @classmethod
+    def resolve(cls, config: TrainConfig, source: TaskSpec | None, target: TaskSpec
+                ) -> TrainConfig:
+        """Settings derived from others and the tasks (e.g. a schedule's length);
+        raises ConfigError for inconsistent combinations."""
         return config
 
     def initial_state(self) -> Any:

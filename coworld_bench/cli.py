@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from coworld_bench import tasks as tasks_lib
+from coworld_bench.errors import UserError
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -53,11 +55,52 @@ def list_algos() -> str:
     for name in registry.names():
         try:
             cls = registry.get(name)
-            rows.append([name, "online source + offline target" if cls.needs_source
-                         else "offline target only", cls.description])
+            rows.append([name, cls.display_name(), cls.family, cls.learns_from_text(),
+                         "yes" if cls.has_value else "no", cls.description])
         except Exception as e:  # a broken third-party plugin must not hide the others
-            rows.append([name, "unavailable", f"failed to load: {e}"])
-    return _table(rows, ["algorithm", "learns from", "description"])
+            rows.append([name, "", "", "unavailable", "", f"failed to load: {e}"])
+    return _table(rows, ["algorithm", "paper name", "family", "learns from", "critic",
+                         "description"])
+
+
+def _plain(value) -> str:
+    if value is None:
+        return "paper"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def list_settings(algo: str, preset: str, pair: str | None, target: str | None) -> str:
+    """Every setting of ``algo``: its value at ``preset`` (for the tasks, when given),
+    the config default, the valid values, the paper's value per suite and its meaning."""
+    from coworld_bench import registry
+    from coworld_bench.algorithm import field_docs, setting_checks
+
+    cls = registry.get(algo)
+    config = cls.make_config(preset)
+    where = f"preset {preset}"
+    if pair or target:
+        if pair:
+            resolved = tasks_lib.resolve_pair(pair)
+            source, task = (resolved.source if cls.needs_source else None), resolved.target
+        else:
+            source, task = None, tasks_lib.resolve_task(target)
+        config = cls.for_tasks(config, source, task)
+        where += f", target {task.id} ({task.suite})"
+    docs, checks = field_docs(cls.Config), setting_checks(cls.Config)
+    defaults = cls.Config()
+    rows = []
+    for f in dataclasses.fields(config):
+        paper = [f"{suite} {_plain(values[f.name])}" for suite, values in cls.paper.items()
+                 if f.name in values]
+        check = checks.get(f.name)
+        rows.append([f.name, _plain(getattr(config, f.name)), _plain(getattr(defaults, f.name)),
+                     str(check) if check else "", ", ".join(paper), docs.get(f.name, "")])
+    header = f"{cls.name} ({cls.display_name()}), {where}. 'paper' = the paper's value for the " \
+             "target's suite (give --pair or --target to resolve it)."
+    return header + "\n" + _table(rows, ["setting", "value", "default", "valid",
+                                         "paper by suite", "meaning"])
 
 
 def list_presets() -> str:
@@ -72,8 +115,37 @@ def list_presets() -> str:
 
 
 def _cmd_list(args) -> int:
+    if args.what == "settings":
+        if not args.algo:
+            raise UserError("list settings needs an algorithm: coworld-bench list settings ALGO "
+                            "[--preset P] [--pair S-T | --target T].")
+        print(list_settings(args.algo, args.preset, args.pair, args.target))
+        return 0
+    if args.algo:
+        raise UserError(f"list {args.what} takes no algorithm.")
     print({"tasks": list_tasks, "pairs": list_pairs, "algos": list_algos,
            "presets": list_presets}[args.what]())
+    return 0
+
+
+def _cmd_status(args) -> int:
+    from coworld_bench.status import run_states
+
+    root = Path(args.runs_dir)
+    if not root.exists():
+        raise UserError(f"{root} does not exist: give the --out folder of your runs "
+                        "(default: ./runs).")
+    states = run_states(root)
+    if not states:
+        print(f"No runs under {root}.")
+        return 0
+    rows = [[s.name, s.algo, s.seed, s.preset, s.progress, s.last_eval, s.state]
+            for s in states]
+    print(_table(rows, ["pair/target", "algorithm", "seed", "preset", "step / total",
+                        "last eval", "state"]))
+    for s in states:
+        if s.why:
+            print(f"  {s.path}: {s.why}")
     return 0
 
 
@@ -83,7 +155,7 @@ def _cmd_run(args) -> int:
     request = runner.RunRequest(
         algo=args.algo, pair=args.pair, source=args.source, target=args.target, seed=args.seed,
         preset=args.preset, overrides=runner.parse_overrides(args.set), device=args.device,
-        out=args.out, force=args.force, progress=not args.quiet)
+        out=args.out, force=args.force, progress=not args.quiet, yes=args.yes)
     run = runner.prepare(request)
     run.execute()
     return 0
@@ -134,7 +206,7 @@ def _cmd_data(args) -> int:
     if args.data_command == "collect":
         if args.recipe:
             if args.task or args.quality:
-                raise ValueError("Give --recipe or --task/--quality, not both.")
+                raise UserError("Give --recipe or --task/--quality, not both.")
             card, config = recipes.load_recipe(args.recipe, behaviour=args.behaviour,
                                                episodes=_budget(args, None))
             if args.fast_render:
@@ -144,7 +216,7 @@ def _cmd_data(args) -> int:
             out = Path(args.out) if args.out else data.default_root() / card["name"]
         else:
             if not (args.task and args.quality):
-                raise ValueError("data collect needs --recipe CARD or both --task and --quality.")
+                raise UserError("data collect needs --recipe CARD or both --task and --quality.")
             task_id = tasks_lib.resolve_task(args.task).id
             config = collect_lib.CollectConfig(
                 task_id=task_id, quality=args.quality, behaviour=args.behaviour,
@@ -197,7 +269,7 @@ def _budget(args, task_id):
     from coworld_bench.data import collection as collect_lib
 
     if args.episodes and args.steps:
-        raise ValueError("Give --episodes or --steps, not both.")
+        raise UserError("Give --episodes or --steps, not both.")
     if args.steps:
         task_id = task_id or collect_lib.resolve_task(args.task).id if args.task else task_id
         if task_id is None:
@@ -213,11 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline visual RL with online auxiliary simulators: CoWorld and its "
                     "baselines on Meta-World, RoboDesk and DeepMind Control.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("list", help="list tasks, pairs, algorithms or presets",
+    p = sub.add_parser("list", help="list tasks, pairs, algorithms, presets or settings",
                        description="List the benchmark's tasks, source-target pairs, registered "
-                                   "algorithms or presets.")
-    p.add_argument("what", choices=["tasks", "pairs", "algos", "presets"])
+                                   "algorithms, presets, or an algorithm's settings "
+                                   "(list settings ALGO [--preset P] [--pair S-T | --target T]).")
+    p.add_argument("what", choices=["tasks", "pairs", "algos", "presets", "settings"])
+    p.add_argument("algo", nargs="?", help="the algorithm (list settings)")
+    p.add_argument("--preset", default="paper", help="preset of the values (default: paper)")
+    p.add_argument("--pair", help="resolve the paper's per-suite values for this pair")
+    p.add_argument("--target", help="resolve them for this target (offline algorithms)")
     p.set_defaults(func=_cmd_list)
+
+    st = sub.add_parser("status", help="a table of the runs in a folder",
+                        description="Every run directory under RUNS_DIR: algorithm, pair or "
+                                    "target, seed, preset, progress, last evaluation and state "
+                                    "(running, unfinished, finished, broken).")
+    st.add_argument("runs_dir", nargs="?", default="runs", help="default: ./runs")
+    st.set_defaults(func=_cmd_status)
 
     from coworld_bench.data.collection import BEHAVIOURS, QUALITIES
 
@@ -271,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs", help="root of run directories (default: ./runs)")
     r.add_argument("--force", action="store_true", help="discard an existing run and start again")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--yes", action="store_true",
+                   help="start the paper preset on a CPU anyway (it takes days to weeks)")
     r.set_defaults(func=_cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint",
@@ -318,21 +404,21 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _expected_errors():
-    from coworld_bench.data.format import DatasetError
-    from coworld_bench.registry import UnknownAlgorithmError
-    from coworld_bench.runner import RunError
-
-    return (tasks_lib.UnknownTaskError, UnknownAlgorithmError, RunError, DatasetError, ValueError,
-            TypeError, FileNotFoundError, NotImplementedError)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from coworld_bench.runner import RunInterrupted
+
     try:
         return args.func(args)
-    except _expected_errors() as e:
+    except RunInterrupted as e:
+        print(f"coworld-bench: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("coworld-bench: interrupted; re-run the same command to resume (datasets and "
+              "runs resume from what they wrote).", file=sys.stderr)
+        return 130
+    except UserError as e:  # the project's own user errors: one line; bugs keep their traceback
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2
 

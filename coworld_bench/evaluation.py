@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from coworld_bench.seeding import derive_seed
+
 EVAL_STREAM = 1_000_003  # separates evaluation seeds from every other use of the seed
 
 
-def episode_seed(seed: int, eval_index: int, episode: int) -> int:
-    return int(np.random.SeedSequence([seed, EVAL_STREAM, eval_index, episode])
-               .generate_state(1)[0])
+def eval_seed(seed: int, eval_index: int, episode: int) -> int:
+    """The reset seed of episode ``episode`` of evaluation point ``eval_index``."""
+    return derive_seed(seed, EVAL_STREAM, eval_index, episode)
 
 
 def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
@@ -46,7 +48,7 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
     returns, successes, values, rewards = [], [], [], []
     start = time.perf_counter()
     for j in range(episodes):
-        obs, _ = env.reset(seed=episode_seed(seed, eval_index, j))
+        obs, _ = env.reset(seed=eval_seed(seed, eval_index, j))
         state = algorithm.initial_state()
         total, success, done = 0.0, False, False
         ep_values, ep_rewards = [], []

@@ -18,13 +18,14 @@ import importlib
 from importlib import metadata
 
 from coworld_bench.algorithm import Algorithm
+from coworld_bench.errors import UserError
 
 ENTRY_POINT_GROUP = "coworld_bench.algorithms"
 
 _REGISTRY: dict[str, type[Algorithm]] = {}
 
 
-class UnknownAlgorithmError(KeyError):
+class UnknownAlgorithmError(UserError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import os
 import platform
 import shutil
 import subprocess
@@ -32,19 +32,36 @@ from typing import Any
 
 import numpy as np
 
-from coworld_bench import __version__, tasks as tasks_lib
-from coworld_bench.algorithm import PRESETS, Algorithm, RunContext, TrainConfig
+from coworld_bench import tasks as tasks_lib
+from coworld_bench.algorithm import PRESETS, RunContext, TrainConfig
+from coworld_bench.artifacts import Artifacts
 from coworld_bench.data.format import atomic_write_bytes, atomic_write_json
+from coworld_bench.errors import UserError
 from coworld_bench.evaluation import evaluate
 
-__all__ = ["RunRequest", "Run", "prepare", "parse_overrides", "RunError"]
+__all__ = ["RunRequest", "Run", "prepare", "parse_overrides", "RunError", "read_run_config"]
+
+LOCK_FILE = "run.lock"
+CHECKPOINTS = ("latest.pt", "previous.pt")  # newest first
 
 VERSIONED = ("coworld-bench", "torch", "numpy", "gymnasium", "mujoco", "metaworld", "dm_control",
              "robodesk")
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run that cannot start as asked; the message says why and what to do."""
+
+
+def read_run_config(path: Path, fix: str) -> dict[str, Any]:
+    """A run's config.json; a corrupt one is an error naming the file and ``fix``."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is corrupt ({e}); it records the run's identity, so the run "
+                       f"cannot be used as it is: {fix}.") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path} is not a run config (a JSON object); {fix}.")
+    return config
 
 
 @dataclasses.dataclass
@@ -60,18 +77,18 @@ class RunRequest:
     out: str = "runs"
     force: bool = False
     progress: bool = True
+    yes: bool = False  # start the paper preset on a CPU anyway
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=3e-4", "augment_pad=0"]`` -> typed values (YAML scalars)."""
-    import yaml
-
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["lr=3e-4", "augment_pad=0"]`` -> ``{"lr": "3e-4", ...}``: the text of each
+    value, parsed later by the declared type of the algorithm's field."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise RunError(f"--set expects key=value, got {item!r}.")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = value
     return out
 
 
@@ -168,11 +185,11 @@ def prepare(request: RunRequest) -> "Run":
             target_hint = ""
             if request.pair:
                 target_hint = f" {tasks_lib.resolve_pair(request.pair).target.codes[-1]}"
-            what = ("learns from the target's offline data alone" if algo_cls.needs_dataset
-                    else "interacts with one task online")
-            raise RunError(f"{algo_cls.name} {what} and uses no source: run it with "
-                           f"--target{target_hint or ' T'}; its result serves every pair with that "
-                           "target.")
+            learns = algo_cls.learns_from_text()
+            serves = ("; its result serves every pair with that target"
+                      if learns == "offline target" else "")
+            raise RunError(f"{algo_cls.name} learns from: {learns}; it takes no --pair or "
+                           f"--source: run it with --target{target_hint or ' T'}{serves}.")
         if request.target is None:
             raise RunError(f"{algo_cls.name} needs --target T (a task id or code).")
         source, target = None, tasks_lib.resolve_task(request.target)
@@ -181,6 +198,8 @@ def prepare(request: RunRequest) -> "Run":
     config = algo_cls.for_tasks(config, source, target)
     directory = dataset_dir(config, target) if algo_cls.needs_dataset else None
     collect_config = None
+    if directory is not None and (directory / "manifest.json").exists():
+        _check_dataset(directory, config, target)
     if directory is not None and not (directory / "manifest.json").exists():
         if config.dataset_dir:
             raise RunError(f"dataset_dir {directory} holds no dataset (no manifest.json).")
@@ -194,8 +213,26 @@ def prepare(request: RunRequest) -> "Run":
             raise RunError(f"The target dataset this preset needs cannot be made: {e}") from None
     device = _device(request.device)
     run_dir = Path(request.out) / run_name / algo_cls.name / f"seed{request.seed}"
-    return Run(request, algo_cls, config, source, target, action_dim, run_dir, directory,
-               collect_config, device)
+    run = Run(request, algo_cls, config, source, target, action_dim, run_dir, directory,
+              collect_config, device)
+    run.overrides = algo_cls.coerce_overrides(request.overrides)
+    return run
+
+
+def _check_dataset(directory: Path, config: TrainConfig, target: tasks_lib.TaskSpec) -> None:
+    """The dataset must be of the run's target and rendered as the run evaluates."""
+    from coworld_bench.data import read_manifest
+
+    manifest = read_manifest(directory)
+    if manifest.get("task_id") != target.id:
+        raise RunError(f"The dataset {directory} holds {manifest.get('task_id')} data, not the "
+                       f"run's target {target.id}: give a dataset of {target.id} with --set "
+                       "dataset_dir=PATH, or run on its task.")
+    recorded = bool(manifest.get("env", {}).get("fast_render", False))
+    if recorded != config.fast_render:
+        raise RunError(f"The dataset {directory} was rendered with fast_render={recorded} but "
+                       f"the run asks for fast_render={config.fast_render}: evaluation must see "
+                       f"what the data shows; add --set fast_render={str(recorded).lower()}.")
 
 
 class Run:
@@ -211,6 +248,8 @@ class Run:
         self.dataset_directory = dataset_directory
         self.collect_config = collect_config
         self.device = device
+        self.overrides: dict[str, Any] = {}
+        self._lock = None
 
     # Identity ----------------------------------------------------------------------
 
@@ -228,7 +267,7 @@ class Run:
         return {**self.identity(), "action_dim": self.action_dim,
                 "dataset": str(self.dataset_directory) if self.dataset_directory else None,
                 "device": str(self.device),
-                "overrides": dict(self.request.overrides),
+                "overrides": dict(self.overrides),
                 "versions": _versions(), "git_commit": _git_commit(),
                 "command": " ".join(sys.argv)}
 
@@ -237,7 +276,7 @@ class Run:
         path = self.dir / "config.json"
         if not path.exists():
             return "new"
-        on_disk = json.loads(path.read_text())
+        on_disk = read_run_config(path, fix="use --force to discard the run and start again")
         ours = self.identity()
         diffs = []
         for key in ("algo", "source", "target", "seed"):
@@ -254,14 +293,87 @@ class Run:
                            "Use another --out, or --force to discard it and start again.")
         if (self.dir / "result.json").exists() and not self.request.force:
             return "finished"
-        return "resume" if (self.dir / "checkpoint" / "latest.pt").exists() and \
-            not self.request.force else "new"
+        has_checkpoint = any((self.dir / "checkpoint" / n).exists() for n in CHECKPOINTS)
+        return "resume" if has_checkpoint and not self.request.force else "new"
 
     # Execution ---------------------------------------------------------------------
 
-    def execute(self) -> dict[str, Any]:
-        import torch
+    def _refuse_slow_default(self) -> None:
+        """The paper preset on a CPU takes days (weeks with dataset generation): ask for
+        --yes before anything is generated, and name the quick alternative."""
+        if self.device.type != "cpu" or self.request.preset != "paper" or self.request.yes:
+            return
+        what = f"{self.config.train_steps:,} updates at the paper's model size"
+        if self.collect_config is not None:
+            what += (f", after generating its {self.collect_config.behaviour} target dataset "
+                     f"({self.collect_config.episodes} episodes, a DreamerV2 agent trained "
+                     "online)")
+        command = " ".join(["coworld-bench", "run", *sys.argv[2:]]) if len(sys.argv) > 2 else \
+            f"coworld-bench run --algo {self.algo_cls.name} ..."
+        raise RunError(f"This is a CPU and the paper preset (the default) means {what}: days to "
+                       f"weeks here. Choose one: `{command} --preset quick` (minutes), or "
+                       f"`{command} --yes` to start the paper preset on this CPU anyway.")
 
+    def _make_dir(self) -> None:
+        try:
+            (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+        except FileExistsError as e:
+            raise RunError(f"Cannot create the run directory {self.dir}: {e.filename} is a file, "
+                           "not a folder; choose another --out.") from None
+        except NotADirectoryError:
+            raise RunError(f"Cannot create the run directory {self.dir}: a part of the path is a "
+                           "file, not a folder; choose another --out.") from None
+        except PermissionError:
+            raise RunError(f"Cannot create the run directory {self.dir}: permission denied; "
+                           "choose a writable --out.") from None
+        if not os.access(self.dir, os.W_OK):
+            raise RunError(f"The run directory {self.dir} is not writable; choose a writable "
+                           "--out.")
+
+    def _acquire_lock(self) -> None:
+        """An exclusive lock on the run directory for this process's life (the OS
+        releases it when the process dies, however it dies)."""
+        import fcntl
+
+        path = self.dir / LOCK_FILE
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{self.dir} is being trained by {holder} (it holds {path}). Wait for "
+                           "it to finish, or stop it first; a run directory takes one process "
+                           "at a time.") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {platform.node()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def _clear_for_restart(self) -> None:
+        """--force: everything of the old run goes, the lock we hold stays."""
+        for child in self.dir.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def execute(self) -> dict[str, Any]:
+        print(f"Run directory: {self.dir}", flush=True)
+        self._refuse_slow_default()
+        self._make_dir()
+        self._acquire_lock()
+        try:
+            return self._execute()
+        finally:
+            self._lock.close()  # releases the lock
+            self._lock = None
+
+    def _execute(self) -> dict[str, Any]:
         state = self._check_existing()
         if state == "finished":
             result = json.loads((self.dir / "result.json").read_text())
@@ -278,21 +390,45 @@ class Run:
         from coworld_bench.data import Dataset
 
         dataset = Dataset(self.dataset_directory) if self.dataset_directory else None
-        if state == "new" and self.dir.exists():
-            shutil.rmtree(self.dir)  # --force
+        if state == "new":
+            self._clear_for_restart()
         (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.resolved_config())
         algo, eval_env = self.build(dataset)
         step, elapsed = 0, 0.0
         if state == "resume":
-            ckpt = torch.load(self.dir / "checkpoint" / "latest.pt", weights_only=True,
-                              map_location=self.device)
+            ckpt = self._load_checkpoint()
             algo.load_state_dict(ckpt["algorithm"])
+            import torch
+
             torch.set_rng_state(ckpt["torch_rng"])
             step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
             print(f"Resuming {self.dir} from step {step}.")
         self._truncate_logs(step)
         return self._train(algo, eval_env, step, elapsed)
+
+    def _load_checkpoint(self) -> dict[str, Any]:
+        """The latest checkpoint, or the one before it if the latest is torn or corrupt
+        (a kill during its write); names the files and the fix when neither loads."""
+        import torch
+
+        errors = []
+        for name in CHECKPOINTS:
+            path = self.dir / "checkpoint" / name
+            if not path.exists():
+                continue
+            try:
+                ckpt = torch.load(path, weights_only=True, map_location=self.device)
+                if not isinstance(ckpt, dict) or not {"step", "algorithm"} <= set(ckpt):
+                    raise ValueError("not a coworld-bench checkpoint")
+            except Exception as e:  # torn zip, truncated pickle, wrong content
+                errors.append(f"{path} ({type(e).__name__}: {e})")
+                print(f"warning: {path} cannot be loaded ({type(e).__name__}); trying the "
+                      "previous checkpoint.", file=sys.stderr)
+                continue
+            return ckpt
+        raise RunError(f"No checkpoint of {self.dir} can be loaded: {'; '.join(errors)}. Use "
+                       "--force to discard the run and start again.")
 
     def build(self, dataset):
         """The algorithm (seeded) and the evaluation env for this run."""
@@ -324,7 +460,8 @@ class Run:
                          dataset=dataset, make_source_env=make_source, device=self.device,
                          seed=seed, make_target_env=make_target, work_dir=self.dir / "work",
                          make_env=lambda task, **extra: envs.make(task, seed=seed,
-                                                                  **{**online, **extra}))
+                                                                  **{**online, **extra}),
+                         artifacts=Artifacts(self.dir / "work"))
         algo = self.algo_cls(self.config, ctx)
         return algo, eval_env
 
@@ -351,7 +488,7 @@ class Run:
         path = Path(run_dir) / "config.json"
         if not path.exists():
             raise RunError(f"{run_dir} is not a run directory (no config.json).")
-        cfg = json.loads(path.read_text())
+        cfg = read_run_config(path, fix="restore it, or train the run again with --force")
         request = RunRequest(algo=cfg["algo"], source=cfg["source"], target=cfg["target"],
                              seed=cfg["seed"], preset=cfg["preset"], overrides=cfg["config"],
                              device=device, out=str(Path(run_dir).parents[2]), progress=False)
@@ -400,12 +537,34 @@ class Run:
             f.write(json.dumps(record) + "\n")
 
     def _checkpoint(self, algo, step: int, elapsed: float) -> None:
+        """Writes checkpoint/latest.pt atomically, keeping the one before it as
+        previous.pt (the fallback if latest.pt is ever torn)."""
         import torch
 
         payload = {"step": step, "elapsed": elapsed, "algorithm": algo.state_dict(),
                    "torch_rng": torch.get_rng_state()}
-        atomic_write_bytes(self.dir / "checkpoint" / "latest.pt",
-                           lambda f: torch.save(payload, f))
+        latest = self.dir / "checkpoint" / CHECKPOINTS[0]
+        if latest.exists():
+            os.replace(latest, self.dir / "checkpoint" / CHECKPOINTS[1])
+        atomic_write_bytes(latest, lambda f: torch.save(payload, f))
+
+    def _evaluate(self, algo, eval_env, eval_index: int, bar, record_values: bool = False):
+        """One evaluation point, its episodes shown as they finish."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if bar is not None:
+            bar.set_description(f"evaluating {self.algo_cls.name}")
+        episodes = tqdm(total=cfg.eval_episodes, desc="evaluation", unit="ep", leave=False,
+                        disable=not self.request.progress, dynamic_ncols=True)
+        try:
+            return evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed, eval_index,
+                            record_values=record_values, discount=cfg.discount,
+                            progress=episodes)
+        finally:
+            episodes.close()
+            if bar is not None:
+                bar.set_description(f"train {self.algo_cls.name}")
 
     def _estimate(self, algo, eval_env, seconds_per_update: float, remaining: int) -> None:
         """Prints the wall time of the rest of the run, from measured step times."""
@@ -442,23 +601,26 @@ class Run:
         window: dict[str, list[float]] = {}
         eval_index = step // cfg.eval_every if cfg.eval_every else 0
         # Updates 2-6 of this session are timed for the wall-time estimate (the first
-        # one carries warm-up work: allocations, an online agent's prefill).
+        # one carries warm-up work: allocations, an online agent's prefill); only the
+        # updates themselves are timed, never an evaluation or a checkpoint.
         probe_count = min(5, cfg.train_steps - step - 1)
         probe_from, probe_until = step + 1, step + 1 + probe_count
-        probe_start = time.perf_counter()
+        probe_seconds = 0.0
         start = time.perf_counter() - elapsed
+        stop = _InterruptFlag()
         try:
             while step < cfg.train_steps:
-                if step == probe_from:
-                    probe_start = time.perf_counter()
+                update_start = time.perf_counter()
                 scalars = algo.train_step(step)
+                if probe_from <= step < probe_until:
+                    probe_seconds += time.perf_counter() - update_start
                 step += 1
                 bar.update(1)
                 for k, v in scalars.items():
                     window.setdefault(k, []).append(float(v))
                 if probe_count > 0 and step == probe_until:
-                    per_update = (time.perf_counter() - probe_start) / probe_count
-                    self._estimate(algo, eval_env, per_update, remaining=cfg.train_steps - step)
+                    self._estimate(algo, eval_env, probe_seconds / probe_count,
+                                   remaining=cfg.train_steps - step)
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
                     record = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
                               "wall_time": time.perf_counter() - start}
@@ -470,17 +632,23 @@ class Run:
                     window = {}
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.train_steps:
                     eval_index += 1
-                    result = evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed,
-                                      eval_index)
+                    result = self._evaluate(algo, eval_env, eval_index, bar)
                     self._append("eval.jsonl", {"step": step, **result})
                     writer.add_scalar("eval/return", result["mean"], step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
+                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps or stop.raised:
                     writer.flush()
                     self._checkpoint(algo, step, time.perf_counter() - start)
+                if stop.raised and step < cfg.train_steps:
+                    raise RunInterrupted(
+                        f"Interrupted at update {step} of {cfg.train_steps}; the checkpoint is "
+                        f"written. Re-run the same command to resume.")
+        except BaseException:
+            writer.close()
+            raise
         finally:
+            stop.restore()
             bar.close()
-        final = evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed, eval_index + 1,
-                         record_values=True, discount=cfg.discount)
+        final = self._evaluate(algo, eval_env, eval_index + 1, None, record_values=True)
         trace = final.pop("trace", None)
         self._append("eval.jsonl", {"step": step, "final": True, **final})
         writer.add_scalar("eval/return", final["mean"], step)
@@ -508,6 +676,37 @@ class Run:
               f"{cfg.eval_episodes} episodes.")
         return result
 
+
+
+class RunInterrupted(UserError):
+    """Ctrl-C (SIGINT) during training: the checkpoint is written, the run resumes."""
+
+
+class _InterruptFlag:
+    """The first SIGINT asks training to stop after the update in progress (then a
+    checkpoint is written); a second one interrupts at once."""
+
+    def __init__(self):
+        import signal
+
+        self.raised = False
+        self._signal = signal
+        self._previous = None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C stays as it is
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        print("\nInterrupt: stopping after this update (Ctrl-C again to stop at once).",
+              file=sys.stderr, flush=True)
+        self._signal.signal(self._signal.SIGINT, self._signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            self._signal.signal(self._signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def evaluate_steps_time(algo, env, steps: int = 10) -> float:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+from coworld_bench.errors import UserError
+
 __all__ = [
     "TaskSpec",
     "Pair",
@@ -24,7 +26,7 @@ __all__ = [
 ]
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(UserError, KeyError):
     """A task id, code or pair that the benchmark does not define."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -162,7 +164,7 @@ def resolve_pair(name: str | None = None, *, source: str | None = None,
     """Resolves ``"S-T"`` (codes) or explicit ``source=``/``target=`` ids or codes."""
     if name is not None:
         if source is not None or target is not None:
-            raise ValueError("Give a pair name or source/target, not both.")
+            raise UserError("Give a pair name or source/target, not both.")
         parts = name.split("-")
         if len(parts) != 2:
             raise UnknownTaskError(
@@ -171,7 +173,7 @@ def resolve_pair(name: str | None = None, *, source: str | None = None,
                 f"Valid codes: {', '.join(c for t in TASKS for c in t.codes)}.")
         source, target = parts
     if source is None or target is None:
-        raise ValueError("A pair needs both a source and a target.")
+        raise UserError("A pair needs both a source and a target.")
     try:
         return Pair(resolve_task(source), resolve_task(target))
     except UnknownTaskError as e:

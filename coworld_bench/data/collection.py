@@ -53,10 +53,16 @@ from coworld_bench.data.format import (
     FORMAT_VERSION, MANIFEST, DatasetError, atomic_write_json, episode_name, sha256_file,
     write_episode,
 )
+from coworld_bench.data import behaviours
+from coworld_bench.errors import ConfigError
+from coworld_bench.seeding import derive_seed
 from coworld_bench.tasks import resolve_task
 
 QUALITIES = ("random", "medium-replay", "medium-expert", "expert")
+# Behaviours of the data layer itself; learning ones (the paper's dreamerv2) are
+# registered entries (``coworld_bench.data.behaviours``).
 BEHAVIOURS = ("dreamerv2", "scripted", "random")
+BUILT_IN = ("scripted", "random")
 THRESHOLDS = {"medium-replay": 1.0 / 3.0, "medium-expert": 0.9}
 
 
@@ -97,24 +103,25 @@ class CollectConfig:
     def __post_init__(self):
         self.task_id = resolve_task(self.task_id).id
         if self.quality not in QUALITIES:
-            raise ValueError(f"Unknown quality {self.quality!r}; valid qualities: "
+            raise ConfigError(f"Unknown quality {self.quality!r}; valid qualities: "
                              f"{', '.join(QUALITIES)}.")
         if self.behaviour is None:
             self.behaviour = "random" if self.quality == "random" else "dreamerv2"
-        if self.behaviour not in BEHAVIOURS:
-            raise ValueError(f"Unknown behaviour {self.behaviour!r}; valid behaviours: "
-                             f"{', '.join(BEHAVIOURS)}.")
+        valid = (*BUILT_IN, *behaviours.names())
+        if self.behaviour not in valid:
+            raise ConfigError(f"Unknown behaviour {self.behaviour!r}; valid behaviours: "
+                              f"{', '.join(valid)}.")
         if self.quality == "random" and self.behaviour != "random":
-            raise ValueError("The random quality is collected by the random behaviour.")
+            raise ConfigError("The random quality is collected by the random behaviour.")
         if self.behaviour == "random" and self.quality != "random":
-            raise ValueError(f"The random behaviour makes random data, not {self.quality}.")
+            raise ConfigError(f"The random behaviour makes random data, not {self.quality}.")
         if self.episodes < 1:
-            raise ValueError("episodes must be >= 1.")
-        if self.behaviour == "dreamerv2" and self.quality not in THRESHOLDS:
-            raise ValueError(f"The dreamerv2 behaviour makes {', '.join(THRESHOLDS)} data, not "
-                             f"{self.quality}.")
+            raise ConfigError("episodes must be >= 1.")
+        if self.behaviour not in BUILT_IN and self.quality not in THRESHOLDS:
+            raise ConfigError(f"The {self.behaviour} behaviour makes {', '.join(THRESHOLDS)} "
+                              f"data, not {self.quality}.")
         if self.behaviour == "scripted" and resolve_task(self.task_id).suite != "metaworld":
-            raise ValueError(f"The scripted behaviour exists for Meta-World tasks only, not "
+            raise ConfigError(f"The scripted behaviour exists for Meta-World tasks only, not "
                              f"{self.task_id}; use dreamerv2 or random.")
 
     def identity(self) -> dict[str, Any]:
@@ -130,10 +137,6 @@ class CollectConfig:
             return self.noise_end
         frac = index / max(self.episodes - 1, 1)
         return self.noise_start + (self.noise_end - self.noise_start) * frac
-
-
-def episode_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 # Worker side ---------------------------------------------------------------------
@@ -157,7 +160,7 @@ def run_episode(config: CollectConfig, index: int, noise: float | None = None) -
     """Runs episode ``index`` of a collection; returns its arrays and summary."""
     env = _worker_env(config)
     task = env.unwrapped.task
-    seed = episode_seed(config.seed, index)
+    seed = derive_seed(config.seed, index)
     rng = np.random.default_rng([seed, 7])
     noise = config.noise(index) if noise is None else noise
     if config.behaviour == "scripted":
@@ -300,35 +303,29 @@ def select_prefix(returns: list[float], quality: str, window: int) -> tuple[int,
 
 
 def collect_with_agent(config: CollectConfig, out: Path, progress: bool) -> dict[str, Any]:
-    """The dreamerv2 behaviour: train online, keep the prefix the quality asks for."""
+    """A learning behaviour (the paper's dreamerv2): train online, keep the prefix of
+    its training episodes the quality asks for."""
     import shutil
 
-    import torch
     from tqdm.auto import tqdm
 
-    from coworld_bench import envs, registry
-    from baselines.dreamer import DreamerAgent
-    from baselines.dreamerv2 import OnlineLearner
+    from coworld_bench import envs
 
-    algo = registry.get("dreamerv2")
-    agent_cfg = algo.make_config(config.agent_preset, config.agent_overrides)
-    torch.manual_seed(config.seed)
     env = envs.make(config.task_id, seed=config.seed, **config.env)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    agent = DreamerAgent(agent_cfg, env.action_space.shape[0], device, config.seed)
     staging = out / ".behaviour-replay"
     shutil.rmtree(staging, ignore_errors=True)  # an interrupted run starts again
-    learner = OnlineLearner(agent, env, staging, config.seed, agent_cfg)
+    agent = behaviours.get(config.behaviour)(env, staging, config.seed, config.agent_preset,
+                                             config.agent_overrides)
     bar = tqdm(total=config.episodes, disable=not progress, unit="ep",
-               desc=f"dreamerv2 behaviour on {config.task_id}")
-    while learner.replay.total_episodes < config.episodes:
-        before = learner.replay.total_episodes
-        learner.step()
-        if learner.replay.total_episodes > before:
-            bar.update(learner.replay.total_episodes - before)
-            bar.set_postfix(ret=f"{learner.replay.returns[-1]:.0f}")
+               desc=f"{config.behaviour} behaviour on {config.task_id}")
+    while len(agent.returns) < config.episodes:
+        before = len(agent.returns)
+        agent.step()
+        if len(agent.returns) > before:
+            bar.update(len(agent.returns) - before)
+            bar.set_postfix(ret=f"{agent.returns[-1]:.0f}")
     bar.close()
-    returns = learner.replay.returns[: config.episodes]
+    returns = agent.returns[: config.episodes]
     count, threshold, best = select_prefix(returns, config.quality, config.window)
     manifest = _new_manifest(config, dict(env.unwrapped.description))
     entries = []
@@ -357,7 +354,7 @@ def collect(config: CollectConfig, out: str | Path, workers: int = 1,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
-    if config.behaviour == "dreamerv2":
+    if config.behaviour not in BUILT_IN:
         if path.exists():
             manifest = json.loads(path.read_text())
             _check_resumable(out, manifest, config)

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from coworld_bench.errors import UserError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("image", "action", "reward", "discount", "is_first", "is_last", "is_terminal")
@@ -48,7 +50,7 @@ DTYPES = {
 }
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset or episode file that is missing, corrupt or inconsistent."""
 
 

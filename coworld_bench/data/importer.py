@@ -28,6 +28,7 @@ from coworld_bench.data.format import (
     DTYPES, FORMAT_VERSION, MANIFEST, OPTIONAL_KEYS, REQUIRED_KEYS, DatasetError,
     atomic_write_json, episode_name, sha256_file, validate_episode_arrays, write_episode,
 )
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import resolve_task
 
 RESIZE_FILTER = "PIL BOX (area average)"
@@ -138,7 +139,7 @@ def import_dataset(source: str | Path, out: str | Path, task_id: str, fmt: str =
         fmt = "hdf5" if is_h5 else "npz"
     readers = {"npz": read_npz_folder, "hdf5": read_vd4rl_hdf5}
     if fmt not in readers:
-        raise ValueError(f"Unknown import format {fmt!r}; valid formats: auto, npz, hdf5.")
+        raise ConfigError(f"Unknown import format {fmt!r}; valid formats: auto, npz, hdf5.")
     if (out / MANIFEST).exists():
         raise DatasetError(f"{out} already holds a dataset; choose another --out.")
     out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from coworld_bench.data.collection import CollectConfig
+from coworld_bench.errors import ConfigError
 
 CARD_DIR = Path(__file__).resolve().parents[2] / "datasets"
 _FIELDS = {"name", "task", "quality", "behaviour", "episodes", "seed", "env", "alternatives",
@@ -29,7 +30,7 @@ def find_card(name: str | Path) -> Path:
     if shipped.exists():
         return shipped
     names = sorted(p.stem for p in CARD_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"No dataset card {str(name)!r}. Give a .yaml path or one of: "
+    raise ConfigError(f"No dataset card {str(name)!r}. Give a .yaml path or one of: "
                             f"{', '.join(names)}.")
 
 
@@ -37,10 +38,10 @@ def read_card(name: str | Path) -> dict[str, Any]:
     path = find_card(name)
     card = yaml.safe_load(path.read_text())
     if not isinstance(card, dict):
-        raise ValueError(f"{path}: a dataset card is a YAML mapping.")
+        raise ConfigError(f"{path}: a dataset card is a YAML mapping.")
     unknown = sorted(set(card) - _FIELDS)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: "
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)}; valid fields: "
                          f"{', '.join(sorted(_FIELDS))}.")
     card["_path"] = str(path)
     return card

@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TaskSpec
 
 __all__ = ["EnvOptions", "BenchmarkEnv"]
@@ -51,7 +52,7 @@ class EnvOptions:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
-            raise TypeError(f"Unknown environment option(s) {', '.join(unknown)}. "
+            raise ConfigError(f"Unknown environment option(s) {', '.join(unknown)}. "
                             f"Valid options: {', '.join(names)}.")
         return cls(**kwargs)
 
@@ -85,7 +86,7 @@ class BenchmarkEnv(gym.Env):
         native = task.action_dim
         dim = options.action_dim or native
         if dim < native:
-            raise ValueError(f"action_dim={dim} is smaller than {task.id}'s own action "
+            raise ConfigError(f"action_dim={dim} is smaller than {task.id}'s own action "
                              f"dimension {native}; it can only be padded, not cut.")
         self._native_dim = native
         self.action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)

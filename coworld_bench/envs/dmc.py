@@ -24,6 +24,7 @@ import numpy as np
 
 from coworld_bench.envs.base import BenchmarkEnv, EnvOptions
 from coworld_bench.envs.render import Camera, MovingBackground
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TaskSpec
 
 SLOPE_DEGREES = 15.0
@@ -95,7 +96,7 @@ def variant_xml(domain: str, variant: str) -> tuple[str, dict]:
             camera.attrib.pop(key, None)
         camera.set("quat", " ".join(f"{q:.8f}" for q in quat))
     else:
-        raise ValueError(f"Unknown {domain} variant {variant!r}.")
+        raise ConfigError(f"Unknown {domain} variant {variant!r}.")
     return ET.tostring(root, encoding="unicode"), assets
 
 
@@ -118,10 +119,10 @@ def make_dm_env(domain: str, variant: str, seed: int | None):
 class DMCEnv(BenchmarkEnv):
     def __init__(self, task: TaskSpec, options: EnvOptions, seed: int | None = None):
         if options.sparse_reward:
-            raise ValueError(f"{task.id}: sparse_reward needs a success signal and DMC tasks "
+            raise ConfigError(f"{task.id}: sparse_reward needs a success signal and DMC tasks "
                              "define none; use a Meta-World or RoboDesk source.")
         if options.camera not in (None, "0"):
-            raise ValueError("DMC tasks use camera 0; camera must be left unset.")
+            raise ConfigError("DMC tasks use camera 0; camera must be left unset.")
         self._domain, self._variant = task.sim_task.split("-")
         self._env = make_dm_env(self._domain, self._variant, seed)
         model = self._env.physics.model.ptr

@@ -12,6 +12,7 @@ import numpy as np
 
 from coworld_bench.envs.base import BenchmarkEnv, EnvOptions
 from coworld_bench.envs.render import Camera
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TaskSpec
 
 DEFAULT_CAMERA = "corner"
@@ -22,7 +23,7 @@ class MetaWorldEnv(BenchmarkEnv):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
         if options.moving_background:
-            raise ValueError("moving_background is a DMC setting; the paper's noisy Meta-World "
+            raise ConfigError("moving_background is a DMC setting; the paper's noisy Meta-World "
                              "targets use action_noise instead.")
         cls = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task.sim_task}-goal-observable"]
         # The seed given here only fixes metaworld's constructor; _sim_seed seeds resets.
@@ -35,7 +36,7 @@ class MetaWorldEnv(BenchmarkEnv):
         self.camera_name = options.camera or DEFAULT_CAMERA
         names = [self._env.model.camera(i).name for i in range(self._env.model.ncam)]
         if self.camera_name not in names:
-            raise ValueError(f"Unknown Meta-World camera {self.camera_name!r}; "
+            raise ConfigError(f"Unknown Meta-World camera {self.camera_name!r}; "
                              f"valid cameras: {', '.join(names)}.")
         self._camera = Camera(self._env.model, options.image_size, self.camera_name,
                               fast=options.fast_render, flip=True)
@@ -78,6 +79,6 @@ def scripted_policy(task: TaskSpec):
     from metaworld.policies import ENV_POLICY_MAP
 
     if task.suite != "metaworld":
-        raise ValueError(f"Scripted policies exist for Meta-World tasks only, not {task.id}.")
+        raise ConfigError(f"Scripted policies exist for Meta-World tasks only, not {task.id}.")
     policy = ENV_POLICY_MAP[task.sim_task]()
     return lambda obs: np.asarray(policy.get_action(obs["state"]), dtype=np.float32)

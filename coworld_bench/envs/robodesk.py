@@ -21,6 +21,7 @@ from PIL import Image
 
 from coworld_bench.envs.base import BenchmarkEnv, EnvOptions
 from coworld_bench.envs.render import Camera
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TaskSpec
 
 # RoboDesk's fixed view (robodesk.RoboDesk.render).
@@ -57,10 +58,10 @@ def _free_camera():
 class RoboDeskEnv(BenchmarkEnv):
     def __init__(self, task: TaskSpec, options: EnvOptions, seed: int | None = None):
         if options.moving_background:
-            raise ValueError("moving_background is a DMC setting; the paper's noisy RoboDesk "
+            raise ConfigError("moving_background is a DMC setting; the paper's noisy RoboDesk "
                              "targets use action_noise instead.")
         if options.camera not in (None, "default"):
-            raise ValueError("RoboDesk has one fixed view; camera must be left unset.")
+            raise ConfigError("RoboDesk has one fixed view; camera must be left unset.")
         robodesk = import_robodesk()
         self._env = robodesk.RoboDesk(task=task.sim_task, reward="dense", action_repeat=1,
                                       episode_length=task.episode_steps,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from coworld_bench.errors import ConfigError
+
 __all__ = ["GaussianActionNoise", "SparseReward"]
 
 
@@ -15,7 +17,7 @@ class GaussianActionNoise(gym.ActionWrapper):
     def __init__(self, env: gym.Env, std: float, seed: int | None = None):
         super().__init__(env)
         if std < 0:
-            raise ValueError(f"action_noise must be >= 0, got {std}.")
+            raise ConfigError(f"action_noise must be >= 0, got {std}.")
         self.std = float(std)
         self._rng = np.random.default_rng(None if seed is None else [seed, 1])
 

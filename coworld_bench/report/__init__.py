@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from coworld_bench.errors import UserError
 from coworld_bench.report import plots
 from coworld_bench.report.aggregates import aggregate
 from coworld_bench.report.figures import with_ext
@@ -33,7 +34,7 @@ from coworld_bench.report.tables import build_tables, display_name
 __all__ = ["build_report", "ReportError", "Report"]
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A report that cannot be made; the message says why."""
 
 

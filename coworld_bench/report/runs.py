@@ -178,6 +178,14 @@ def _read_evals(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path} line {number} is not an evaluation record "
                              "(needs step and a non-empty returns list)")
         evals.append(record)
+    steps = [r["step"] for r in evals if not r.get("final")]
+    duplicated = sorted({s for s in steps if steps.count(s) > 1})
+    finals = sum(bool(r.get("final")) for r in evals)
+    if duplicated or finals > 1:
+        what = (f"steps {duplicated} twice" if duplicated else "") + \
+            (f"{' and ' if duplicated else ''}{finals} final evaluations" if finals > 1 else "")
+        raise ValueError(f"{path} holds {what}: two processes trained this run at once, or a log "
+                         "was copied twice; train it again with --force")
     return evals
 
 

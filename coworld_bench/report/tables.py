@@ -22,36 +22,38 @@ from coworld_bench.report.runs import RunRecord
 __all__ = ["Table", "Cell", "build_tables", "display_name", "ABLATIONS", "MAX_RETURN",
            "column_order", "format_cell"]
 
-# Display names in the paper's terms; algorithms from plugins show their own name.
-DISPLAY = {
-    "bc": "BC",
-    "dreamerv2": "DreamerV2 (online)",
-    "drq-bc": "DrQ+BC",
-    "cql": "CQL",
-    "curl": "CURL",
-    "lompo": "LOMPO",
-    "offline-dv2": "Offline DV2",
-    "dv2-finetune": "DV2 Finetune",
-    "dv2-finetune-ewc": "DV2 Finetune + EWC",
-    "lompo-finetune": "LOMPO Finetune",
-    "multitask-dv2": "Multi-Task DV2",
-    "coworld": "CoWorld",
-    "coworld-multisource": "CoWorld (multi-source)",
-    "coworld-no-state-align": "CoWorld w/o state alignment",
-    "coworld-no-reward-align": "CoWorld w/o reward alignment",
-    "coworld-no-value-constraint": "CoWorld w/o value constraint",
-    "coworld-brute-force": "CoWorld w/o Max",
-}
-ROW_ORDER = list(DISPLAY)
+# The paper's row order (its tables' layout); names and families come from the
+# algorithms themselves (``Algorithm.paper_name``, ``Algorithm.family``), so a
+# plugin's results carry its own display name.
+ROW_ORDER = ["bc", "dreamerv2", "drq-bc", "cql", "curl", "lompo", "offline-dv2", "dv2-finetune",
+             "dv2-finetune-ewc", "lompo-finetune", "multitask-dv2", "coworld",
+             "coworld-multisource", "coworld-no-state-align", "coworld-no-reward-align",
+             "coworld-no-value-constraint", "coworld-brute-force"]
 ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align", "coworld-no-value-constraint",
-             "coworld-brute-force")
+             "coworld-brute-force")  # the paper's Figure 5a order
 # The most return an episode can give (500 steps x the largest per-step reward):
 # scores are divided by it for the aggregates across tasks.
 MAX_RETURN = {"metaworld": 5000.0, "robodesk": 500.0, "dmc": 1000.0}
 
 
+def _algorithm(algo: str):
+    from coworld_bench import registry
+
+    try:
+        return registry.get(algo)
+    except Exception:  # not installed here (a report of someone else's runs)
+        return None
+
+
 def display_name(algo: str) -> str:
-    return DISPLAY.get(algo, algo)
+    """The algorithm's own paper name (``Algorithm.paper_name``), else its registry name."""
+    cls = _algorithm(algo)
+    return cls.display_name() if cls is not None else algo
+
+
+def is_ablation(algo: str) -> bool:
+    cls = _algorithm(algo)
+    return algo in ABLATIONS or (cls is not None and cls.family == "ablation")
 
 
 def _row_key(algo: str) -> tuple:
@@ -233,7 +235,7 @@ def build_tables(records: list[RunRecord], seeds: int | None = None,
     a column of its own, the target code, when no pair has that target)."""
     groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
-        if r.algo in ABLATIONS and not include_ablations:
+        if is_ablation(r.algo) and not include_ablations:
             continue
         groups.setdefault((r.benchmark, r.quality, r.preset, r.variant), []).append(r)
     tables = []

@@ -7,7 +7,7 @@ import torch
 
 from baselines.coworld import (
     CoWorld, closest_source, eta_schedule, minmax_value_loss, relabel_rewards,
-    resolve_paper_values, state_alignment_loss, CoWorldConfig,
+    state_alignment_loss, CoWorldConfig,
 )
 from coworld_bench import registry
 from coworld_bench.tasks import resolve_task
@@ -88,7 +88,7 @@ def test_source_selection_picks_the_smallest_kl():
                 pretrain_updates=120_000)),
 ])
 def test_paper_hyperparameters_by_suite(target, expected):
-    config = resolve_paper_values(CoWorld.make_config("paper"), resolve_task(target))
+    config = CoWorld.for_tasks(CoWorld.make_config("paper"), None, resolve_task(target))
     for key, value in expected.items():
         assert getattr(config, key) == value
     assert config.source_updates == 20_000
@@ -97,7 +97,8 @@ def test_paper_hyperparameters_by_suite(target, expected):
     assert config.train_steps == config.pretrain_updates + co_training
     assert config.rounds * (config.target_updates + config.source_updates) >= co_training
     # Explicit values win over the paper's.
-    custom = resolve_paper_values(CoWorld.make_config("paper", {"alpha": 1.5}), resolve_task(target))
+    custom = CoWorld.for_tasks(CoWorld.make_config("paper", {"alpha": 1.5}), None,
+                               resolve_task(target))
     assert custom.alpha == 1.5
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from coworld_bench.data.recipes import CARD_DIR, load_recipe, read_card
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import PAPER_PAIRS, resolve_pair
 
 TARGETS = sorted({resolve_pair(p).target.id for pairs in PAPER_PAIRS.values() for p in pairs}
@@ -32,5 +33,5 @@ def test_no_stray_cards():
 
 
 def test_unknown_card_lists_the_shipped_ones():
-    with pytest.raises(FileNotFoundError, match="mw-drawer-close-medium-replay"):
+    with pytest.raises(ConfigError, match="mw-drawer-close-medium-replay"):
         read_card("nope")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from coworld_bench import envs
+from coworld_bench.errors import ConfigError
 from coworld_bench.tasks import TASKS, UnknownTaskError
 
 IDS = [t.id for t in TASKS]
@@ -83,7 +84,7 @@ def test_unknown_task_lists_valid_ids():
 
 
 def test_unknown_option_lists_valid_options():
-    with pytest.raises(TypeError, match="fast_render"):
+    with pytest.raises(ConfigError, match="fast_render"):
         envs.make("BP", shadows=False)
 
 

@@ -68,11 +68,14 @@ def test_run_directory_has_every_file(finished):
 def test_second_run_does_not_retrain(finished, cli, own_root):
     out, _ = finished
     d = run_dir(out)
-    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()}
+    # The lock file records the last process that held it; nothing else is touched.
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in d.iterdir()  # noqa: E731
+                     if p.is_file() and p.name != "run.lock"}
+    before = files()
     result = cli(*SMOKE, "--out", out, env_extra={"COWORLD_BENCH_DATA": str(own_root)})
     assert result.returncode == 0, result.stderr
     assert "is finished" in result.stdout and "--force" in result.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()} == before
+    assert files() == before
 
 
 def test_sigkill_then_resume_matches_uninterrupted(finished, tmp_path, own_root):
@@ -127,15 +130,190 @@ def test_eval_command(finished, cli):
 
 
 def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, own_root, tmp_path):
-    """`run` without --preset is the paper preset; on a CPU it says how to ask for quick
-    before training, then prints an estimate from measured update times."""
+    """`run` without --preset is the paper preset; on a CPU (with --yes) it says how to
+    ask for quick before training, then prints an estimate from measured update times."""
     dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
-    result = cli("run", "--algo", "bc", "--target", "DC", "--quiet", "--out", tmp_path,
-                 "--set", f"dataset_dir={dataset}", "--set", "train_steps=7",
-                 "--set", "eval_episodes=1", "--set", "checkpoint_every=7")
+    result = cli("run", "--algo", "bc", "--target", "DC", "--quiet", "--out", tmp_path, "--yes",
+                 "--set", f"dataset_dir={dataset}", "--set", "fast_render=true",
+                 "--set", "train_steps=7", "--set", "eval_episodes=1",
+                 "--set", "checkpoint_every=7")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "--preset quick" in out and "Estimated wall time on this device (cpu)" in out
     assert out.index("--preset quick") < out.index("Estimated wall time")
     config = json.loads((tmp_path / "DC" / "bc" / "seed0" / "config.json").read_text())
     assert config["preset"] == "paper" and config["config"]["batch_size"] == 256
+
+
+# Lifecycle defects found by a new user's probe --------------------------------------
+
+def _popen(args, env):
+    return subprocess.Popen([sys.executable, "-m", "coworld_bench.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def _wait_for(predicate, proc, seconds=300):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert predicate()
+
+
+def test_paper_preset_on_cpu_refuses_before_generating_anything(cli, tmp_path):
+    """The default (paper) preset on a CPU asks for --yes, naming the two commands,
+    before any dataset generation or run directory."""
+    data = tmp_path / "empty-data-root"
+    data.mkdir()
+    result = cli("run", "--algo", "bc", "--target", "DC", "--out", tmp_path / "runs",
+                 env_extra={"COWORLD_BENCH_DATA": str(data)})
+    assert result.returncode == 2, result.stderr
+    assert "--preset quick" in result.stderr and "--yes" in result.stderr
+    assert "generating its random" not in result.stderr and "target dataset" in result.stderr
+    assert list(data.iterdir()) == [] and not (tmp_path / "runs" / "DC").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_two_processes_on_one_run_directory(own_root, tmp_path):
+    """The second exits 2 naming the process that holds the lock; the lock dies with
+    the process that held it."""
+    from coworld_bench.status import is_locked
+
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(own_root)}
+    args = [*SMOKE, "--out", str(tmp_path), "--set", "train_steps=100000"]
+    first = _popen(args, env)
+    d = run_dir(tmp_path)
+    try:
+        _wait_for(lambda: (d / "metrics.jsonl").exists(), first)
+        assert is_locked(d)
+        second = subprocess.run([sys.executable, "-m", "coworld_bench.cli", *args],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert second.returncode == 2
+        assert f"process {first.pid}" in second.stderr and "run.lock" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not is_locked(d)
+
+
+def test_sigint_writes_a_checkpoint_and_resume_matches_uninterrupted(own_root, tmp_path, cli):
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(own_root)}
+    args = [*SMOKE, "--set", "train_steps=300", "--set", "checkpoint_every=1000",
+            "--set", "eval_every=0"]
+    reference = cli(*args, "--out", tmp_path / "reference",
+                    env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert reference.returncode == 0, reference.stderr
+    proc = _popen([*args, "--out", str(tmp_path / "interrupted")], env)
+    d = run_dir(tmp_path / "interrupted")
+    _wait_for(lambda: (d / "metrics.jsonl").exists(), proc)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Interrupted at update" in err and "Re-run the same command to resume" in err
+    assert "Traceback" not in err
+    step = torch.load(d / "checkpoint" / "latest.pt", weights_only=True)["step"]
+    assert 0 < step < 300 and f"update {step} of 300" in err
+    resumed = cli(*args, "--out", tmp_path / "interrupted",
+                  env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from step {step}" in resumed.stdout
+    final = lambda root: json.loads((run_dir(root) / "result.json").read_text())["final"]  # noqa
+    assert final(tmp_path / "interrupted")["returns"] == final(tmp_path / "reference")["returns"]
+
+
+def test_torn_checkpoint_falls_back_to_the_previous_one(finished, tmp_path, cli, own_root):
+    import shutil
+
+    out, _ = finished
+    reference = json.loads((run_dir(out) / "result.json").read_text())
+    d = run_dir(tmp_path)
+    shutil.copytree(run_dir(out), d)
+    for name in ("result.json", "value_trace.npz"):
+        (d / name).unlink()
+    latest = d / "checkpoint" / "latest.pt"
+    assert torch.load(d / "checkpoint" / "previous.pt", weights_only=True)["step"] == 15
+    latest.write_bytes(latest.read_bytes()[:1000])  # torn by a kill mid-write
+    result = cli(*SMOKE, "--out", tmp_path, env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert result.returncode == 0, result.stderr
+    assert f"{latest} cannot be loaded" in result.stderr and "from step 15" in result.stdout
+    resumed = json.loads((d / "result.json").read_text())
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
+    # Both unreadable: one line naming the files and the fix.
+    for name in ("latest.pt", "previous.pt"):
+        (d / "checkpoint" / name).write_bytes(b"not a checkpoint")
+    (d / "result.json").unlink()
+    result = cli(*SMOKE, "--out", tmp_path, env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "latest.pt" in result.stderr and "previous.pt" in result.stderr
+    assert "--force" in result.stderr
+
+
+def test_corrupt_config_names_the_file(finished, tmp_path, cli, own_root):
+    import shutil
+
+    out, _ = finished
+    d = run_dir(tmp_path)
+    shutil.copytree(run_dir(out), d)
+    (d / "config.json").write_text('{"algo": "bc", \x01')
+    result = cli(*SMOKE, "--out", tmp_path, env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(d / "config.json") in result.stderr and "--force" in result.stderr
+    status = cli("status", tmp_path)
+    assert status.returncode == 0 and "broken" in status.stdout
+
+
+def test_dataset_of_another_task_is_refused(own_root, cli, tmp_path):
+    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
+    assert (dataset / "manifest.json").exists()
+    result = cli("run", "--algo", "bc", "--target", "BP", "--preset", "smoke", "--out", tmp_path,
+                 "--set", f"dataset_dir={dataset}")
+    assert result.returncode == 2
+    assert "mw-drawer-close data" in result.stderr and "mw-button-press" in result.stderr
+    result = cli("run", "--algo", "bc", "--target", "DC", "--preset", "smoke", "--out", tmp_path,
+                 "--set", f"dataset_dir={dataset}", "--set", "fast_render=false")
+    assert result.returncode == 2 and "fast_render=true" in result.stderr
+    assert not (tmp_path / "DC").exists() and not (tmp_path / "BP").exists()
+
+
+def test_out_that_is_a_file_or_read_only(cli, tmp_path, own_root):
+    env = {"COWORLD_BENCH_DATA": str(own_root)}
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli(*SMOKE, "--out", blocker, env_extra=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is a file" in result.stderr and "--out" in result.stderr
+    # Read-only: an immutable folder (chattr +i holds even for root, who ignores modes).
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a filesystem without chattr +i: no read-only folder")
+    try:
+        result = cli(*SMOKE, "--out", locked, env_extra=env)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(locked)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "permission denied" in result.stderr or "not writable" in result.stderr
+
+
+def test_status_lists_finished_and_unfinished_runs(finished, cli, tmp_path):
+    import shutil
+
+    out, _ = finished
+    shutil.copytree(run_dir(out), run_dir(tmp_path / "copy"))
+    (run_dir(tmp_path / "copy") / "result.json").unlink()
+    for root, state, progress in ((out, "finished", "20 / 20"),
+                                  (tmp_path / "copy", "unfinished", "20 / 20")):
+        result = cli("status", root)
+        assert result.returncode == 0, result.stderr
+        line = next(line for line in result.stdout.splitlines() if line.startswith("DC "))
+        assert "bc" in line and state in line and progress in line and "smoke" in line
+
+
+def test_run_prints_its_directory_first(finished):
+    _, result = finished
+    assert result.stdout.splitlines()[0] == f"Run directory: {run_dir(finished[0])}"

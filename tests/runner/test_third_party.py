@@ -30,6 +30,7 @@ PLUGIN = textwrap.dedent('''
     class MeanAction(Algorithm):
         Config = MeanActionConfig
         description = "plugin: the dataset's mean action"
+        paper_name = "Mean Action (plugin)"
 
         def __init__(self, config, ctx):
             super().__init__(config, ctx)
@@ -89,3 +90,16 @@ def test_plugin_runs(cli, plugin_path, tmp_path):
     assert result_json["algo"] == "mean-action" and result_json["steps"] == 20
     metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learned something
+
+
+def test_plugin_appears_in_report_tables_under_its_own_name(cli, plugin_path, tmp_path):
+    env = {"PYTHONPATH": str(plugin_path)}
+    runs = tmp_path / "runs"
+    result = cli("run", "--algo", "mean-action", "--target", "DC", "--preset", "smoke",
+                 "--quiet", "--out", runs, "--set", "eval_every=0", env_extra=env)
+    assert result.returncode == 0, result.stderr
+    report = cli("report", runs, "--out", tmp_path / "report", "--bootstrap-reps", "50",
+                 "--embedding", "pca", env_extra=env)
+    assert report.returncode == 0, report.stderr
+    tables = list((tmp_path / "report" / "tables").glob("metaworld_*.md"))
+    assert tables and any("Mean Action (plugin)" in t.read_text() for t in tables)

@@ -1,0 +1,48 @@
+"""Seeds derived from keys, and the random states a checkpoint must carry.
+
+``derive_seed(*keys)`` turns a tuple of integers (run seed, stream, index, ...) into
+an independent 32-bit seed; evaluation episodes and dataset episodes both use it,
+with their own keys. ``RandomStates`` collects the named generators of an algorithm
+(numpy Generators, torch Generators) so that its checkpoint saves and restores them
+in one place rather than by hand in every ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["derive_seed", "RandomStates"]
+
+
+def derive_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+class RandomStates:
+    """Named random generators whose states travel with a checkpoint.
+
+    ``RandomStates(sampler=sampler.rng, heads=torch_generator)``; ``state_dict()``
+    gives plain data (torch.load(weights_only=True) reads it back) and
+    ``load_state_dict`` restores every generator in place.
+    """
+
+    def __init__(self, **generators):
+        for name, gen in generators.items():
+            if not isinstance(gen, (np.random.Generator, torch.Generator)):
+                raise TypeError(f"{name}: a numpy Generator or torch Generator, got {gen!r}.")
+        self.generators = generators
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: (gen.get_state() if isinstance(gen, torch.Generator)
+                       else gen.bit_generator.state)
+                for name, gen in self.generators.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, gen in self.generators.items():
+            if isinstance(gen, torch.Generator):
+                gen.set_state(state[name])
+            else:
+                gen.bit_generator.state = state[name]

@@ -1,0 +1,94 @@
+"""What state each run directory under a folder is in (``coworld-bench status``).
+
+A run is *running* while a process holds its lock (``run.lock``, an ``flock`` the
+OS drops when that process dies), *finished* once ``result.json`` exists, *broken*
+when its config or logs cannot be read (the reason is given), and *unfinished*
+otherwise (re-running its command resumes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+from pathlib import Path
+
+from coworld_bench.runner import LOCK_FILE, RunError, read_run_config
+
+__all__ = ["RunState", "run_states", "is_locked"]
+
+
+@dataclasses.dataclass
+class RunState:
+    path: Path
+    name: str
+    algo: str
+    seed: str
+    preset: str
+    progress: str
+    last_eval: str
+    state: str
+    why: str = ""
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True while another process holds the run's lock."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _records(path: Path) -> list[dict]:
+    """The complete JSON lines of a log (a line cut by a kill is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _state(run_dir: Path) -> RunState:
+    parts = run_dir.parts
+    base = dict(path=run_dir, name=parts[-3] if len(parts) >= 3 else "?",
+                algo=parts[-2] if len(parts) >= 2 else "?", seed=run_dir.name.removeprefix("seed"),
+                preset="?", progress="?", last_eval="–")
+    running = is_locked(run_dir)
+    try:
+        config = read_run_config(run_dir / "config.json", fix="train it again with --force")
+    except RunError as e:
+        return RunState(**base, state="running" if running else "broken", why=str(e))
+    total = config.get("config", {}).get("train_steps")
+    metrics = _records(run_dir / "metrics.jsonl")
+    evals = _records(run_dir / "eval.jsonl")
+    step = max([int(r.get("step", 0)) for r in metrics + evals] or [0])
+    last = evals[-1] if evals else None
+    base.update(algo=str(config.get("algo", base["algo"])), seed=str(config.get("seed", "?")),
+                preset=str(config.get("preset", "?")), progress=f"{step} / {total}",
+                last_eval=(f"{last['mean']:.1f} ± {last['std']:.1f} @ {last['step']}"
+                           f"{' (final)' if last.get('final') else ''}") if last else "–")
+    if running:
+        return RunState(**base, state="running")
+    if (run_dir / "result.json").exists():
+        finals = sum(bool(r.get("final")) for r in evals)
+        if finals != 1:
+            return RunState(**base, state="broken",
+                            why=f"eval.jsonl holds {finals} final evaluations")
+        return RunState(**base, state="finished")
+    return RunState(**base, state="unfinished", why="re-run its command to resume it")
+
+
+def run_states(root: Path) -> list[RunState]:
+    """Every run directory (a folder with config.json) under ``root``."""
+    runs = sorted({p.parent for p in Path(root).rglob("config.json")})
+    return [_state(d) for d in runs]
