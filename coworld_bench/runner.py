@@ -466,17 +466,15 @@ class Run:
         return algo, eval_env
 
     def evaluate_checkpoint(self, episodes: int | None = None) -> dict[str, Any]:
-        """Evaluates the run's latest checkpoint with the protocol (nothing is written)."""
-        import torch
-
+        """Evaluates the run's latest loadable checkpoint with the protocol (nothing is
+        written)."""
         from coworld_bench.data import Dataset
 
-        path = self.dir / "checkpoint" / "latest.pt"
-        if not path.exists():
-            raise RunError(f"{self.dir} has no checkpoint yet ({path}).")
+        if not any((self.dir / "checkpoint" / name).exists() for name in CHECKPOINTS):
+            raise RunError(f"{self.dir} has no checkpoint yet ({self.dir / 'checkpoint'}).")
         dataset = Dataset(self.dataset_directory, checksum=False) if self.dataset_directory else None
         algo, eval_env = self.build(dataset)
-        ckpt = torch.load(path, weights_only=True, map_location=self.device)
+        ckpt = self._load_checkpoint()
         algo.load_state_dict(ckpt["algorithm"])
         result = evaluate(algo, eval_env, episodes or self.config.eval_episodes,
                           self.request.seed, eval_index=10**6)
