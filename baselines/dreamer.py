@@ -769,28 +769,31 @@ class DreamerAgent(nn.Module):
         losses, post, aux = self.wm.loss(batch, heads=heads)
         return losses, self.model_scales(), {"post": post, **aux}
 
-    def imagine(self, post: dict, heads=None, all_heads: bool = False) -> dict:
-        """Imagination from every posterior state, with the world model frozen."""
+    @contextlib.contextmanager
+    def frozen_model(self):
+        """The world model's parameters take no gradient inside (behaviour learning:
+        gradients flow through the model into the actions, never into the model)."""
         self.wm.requires_grad_(False)
         try:
-            return self.ac.imagine(self.wm, flatten_states(post), self.cfg.horizon, heads,
-                                   all_heads)
+            yield
         finally:
             self.wm.requires_grad_(True)
 
-    def behaviour_loss(self, post: dict, reward: Callable | None = None, ac=None
-                       ) -> tuple[Losses, Scales, dict]:
-        """DreamerV2's actor-critic loss in imagination from ``post``; ``reward(traj)``
-        replaces the model's reward; ``ac``: another actor-critic on this model.
-        aux = the actor-critic's aux plus the trajectory ``traj``."""
+    def imagine(self, post: dict, heads=None, all_heads: bool = False, ac=None) -> dict:
+        """Imagination of ``horizon`` steps from every posterior state; call it (and the
+        loss on its trajectory) inside ``frozen_model()``."""
+        return (ac or self.ac).imagine(self.wm, flatten_states(post), self.cfg.horizon, heads,
+                                       all_heads)
+
+    def behaviour_loss(self, post: dict, ac=None) -> tuple[Losses, Scales, dict]:
+        """DreamerV2's actor-critic loss in imagination from ``post`` on the model's
+        reward; ``ac``: another actor-critic on this model. aux = the actor-critic's
+        aux plus the trajectory ``traj``."""
         ac = ac or self.ac
-        self.wm.requires_grad_(False)
-        try:
-            traj = ac.imagine(self.wm, flatten_states(post), self.cfg.horizon)
-            r = reward(traj) if reward else self.wm.reward_of(traj["feat"][1:])
-            losses, aux = ac.loss(traj, r, self.wm.cont_of(traj["feat"][1:]))
-        finally:
-            self.wm.requires_grad_(True)
+        with self.frozen_model():
+            traj = self.imagine(post, ac=ac)
+            feat = traj["feat"][1:]
+            losses, aux = ac.loss(traj, self.wm.reward_of(feat), self.wm.cont_of(feat))
         return losses, ac.scales(), {**aux, "traj": traj}
 
     def optimize(self, loss_fn: LossFn, *args, optimizers=None, **kwargs):

@@ -98,10 +98,12 @@ class OfflineDV2(Algorithm):
     def behaviour_loss(self, post):
         """DreamerV2's actor-critic loss on the penalised reward r_hat - lambda * u."""
         agent, cfg = self.agent, self.config
-        traj = agent.imagine(post, heads=self.draw_heads(cfg.horizon), all_heads=True)
-        u = torch.stack([head_uncertainty(s) for s in traj["states"][1:]])
-        reward = agent.wm.reward_of(traj["feat"][1:]) - cfg.uncertainty_penalty * u
-        losses, aux = agent.ac.loss(traj, reward, agent.wm.cont_of(traj["feat"][1:]))
+        with agent.frozen_model():
+            traj = agent.imagine(post, heads=self.draw_heads(cfg.horizon), all_heads=True)
+            feat = traj["feat"][1:]
+            u = torch.stack([head_uncertainty(s) for s in traj["states"][1:]])
+            reward = agent.wm.reward_of(feat) - cfg.uncertainty_penalty * u
+            losses, aux = agent.ac.loss(traj, reward, agent.wm.cont_of(feat))
         return losses, agent.ac.scales(), {**aux, "uncertainty": u.detach().mean()}
 
     def train_step(self, step):

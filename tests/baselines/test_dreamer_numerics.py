@@ -200,6 +200,12 @@ def test_offline_dv2_draws_one_head_per_time_step(data_root, tmp_path):
     draws = [algorithm.draw_heads(config.seq_len) for _ in range(20)]
     assert all(len(d) == config.seq_len for d in draws)
     assert {h for d in draws for h in d} == set(range(config.ensemble))
+    # Behaviour learning on the frozen model puts no gradient into it.
+    wm = algorithm.agent.wm
+    wm.zero_grad(set_to_none=True)
+    metrics = algorithm.train_step(config.model_updates)
+    assert "critic/value" in metrics and "model/image" not in metrics
+    assert all(p.grad is None for p in wm.parameters())
 
 
 def test_relabelled_reward_trains_the_whole_source_model(data_root, tmp_path):
