@@ -66,3 +66,11 @@ class FrameStack:
         if state is None or is_first:
             return [frame] * k
         return [*state[1:], frame]
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network: target <- tau * net + (1 - tau) * target,
+    parameter by parameter."""
+    for p, t in zip(net.parameters(), target.parameters()):
+        t.lerp_(p, tau)

@@ -53,7 +53,7 @@ def test_run_directory_has_every_file(finished):
         assert len(e["returns"]) == 1 and e["mean"] == pytest.approx(np.mean(e["returns"]))
         assert e["std"] == pytest.approx(np.std(e["returns"])) and len(e["success"]) == 1
     ckpt = torch.load(d / "checkpoint" / "latest.pt", weights_only=True)
-    assert ckpt["step"] == 20 and "net" in ckpt["algorithm"]
+    assert ckpt["step"] == 20 and {"encoder", "actor"} <= set(ckpt["algorithm"])
     result = json.loads((d / "result.json").read_text())
     assert result["steps"] == 20 and result["final"]["mean"] == evals[-1]["mean"]
     with np.load(d / "value_trace.npz", allow_pickle=False) as trace:
@@ -106,8 +106,9 @@ def test_sigkill_then_resume_matches_uninterrupted(finished, tmp_path, own_root)
     assert metrics(run_dir(tmp_path)) == metrics(run_dir(out))
     a = torch.load(run_dir(tmp_path) / "checkpoint" / "latest.pt", weights_only=True)
     b = torch.load(run_dir(out) / "checkpoint" / "latest.pt", weights_only=True)
-    for key, value in b["algorithm"]["net"].items():
-        assert torch.equal(a["algorithm"]["net"][key], value), key
+    for part in ("encoder", "actor"):
+        for key, value in b["algorithm"][part].items():
+            assert torch.equal(a["algorithm"][part][key], value), (part, key)
 
 
 def test_changed_config_is_refused(finished, cli, own_root):

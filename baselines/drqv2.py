@@ -1,0 +1,387 @@
+"""The DrQ-v2 backbone of V-D4RL's model-free offline baselines, and two of them:
+DrQ+BC and CQL (SPEC section 5; BC, the third, is ``baselines/bc.py``).
+
+The backbone (V-D4RL ``drqbc/drqv2.py``): the DrQ-v2 pixel encoder (``nets.DrQEncoder``)
+on frame-stacked images with random-shift augmentation (pad 4), an actor and a twin
+critic, each with its own trunk (linear -> ``feature_dim``, LayerNorm, tanh) and MLP
+of two ``hidden_dim`` ReLU layers, orthogonal initialisation, and a target critic
+tracked with rate ``critic_tau``. The actor outputs mu = tanh(MLP) and a truncated
+normal of a scheduled std: its training actions are noisy samples, the noise clipped
+at ``std_clip`` and the action clamped to [-1, 1] with a straight-through gradient;
+evaluation takes mu. The encoder is trained by the critic only: the actor sees its
+features detached.
+
+One update (V-D4RL ``update``): augment obs and next obs with independent shifts,
+encode them (next obs without gradient), critic step, actor step, target update.
+V-D4RL's offline task config (``task/offline_dmc.yaml``) sets lr 3e-4 and n-step 1.
+
+Units: ``train_steps`` counts updates. V-D4RL's offline loop updates on every second
+loop step (``update_every_steps: 2``), so its std schedule ``linear(1.0, 0.1,
+250000)``, counted in loop steps, spans 125k updates here (``std_decay_updates``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.nets import DrQEncoder, FrameStack, mlp, random_shift, soft_update
+from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
+from coworld_bench.data import TransitionSampler
+from coworld_bench.registry import register
+from coworld_bench.seeding import RandomStates
+
+
+# Pieces ------------------------------------------------------------------------------
+
+def orthogonal_init(module: nn.Module) -> None:
+    """DrQ-v2's initialisation: orthogonal weights (conv: ReLU gain), zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight, nn.init.calculate_gain("relu"))
+        nn.init.zeros_(module.bias)
+
+
+def linear_schedule(step: int, initial: float, final: float, duration: int) -> float:
+    """``initial`` at step 0, moving linearly to ``final`` at ``duration``, then held."""
+    mix = min(max(step / duration, 0.0), 1.0)
+    return (1.0 - mix) * initial + mix * final
+
+
+class TruncatedNormal:
+    """DrQ-v2's action distribution: a normal around ``loc`` whose samples have their
+    noise clipped at ``clip`` and are then clamped into (-1, 1) with a straight-through
+    gradient (the gradient of the unclamped sample)."""
+
+    def __init__(self, loc: torch.Tensor, scale: float, eps: float = 1e-6):
+        self.loc, self.scale, self.eps = loc, scale, eps
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc
+
+    def sample(self, clip: float | None, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        noise = torch.randn(self.loc.shape, generator=generator).to(self.loc) * self.scale
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        x = self.loc + noise
+        clamped = x.clamp(-1.0 + self.eps, 1.0 - self.eps)
+        return x - x.detach() + clamped.detach()
+
+
+def trunk(in_dim: int, feature_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+class Actor(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int):
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.policy = mlp(feature_dim, hidden_dim, 2, action_dim, act=nn.ReLU)
+        self.apply(orthogonal_init)
+
+    def forward(self, features: torch.Tensor, std: float) -> TruncatedNormal:
+        return TruncatedNormal(torch.tanh(self.policy(self.trunk(features))), std)
+
+
+class Critic(nn.Module):
+    """Twin Q: one trunk, two heads on [trunk(features), action]."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int):
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.q1 = mlp(feature_dim + action_dim, hidden_dim, 2, 1, act=nn.ReLU)
+        self.q2 = mlp(feature_dim + action_dim, hidden_dim, 2, 1, act=nn.ReLU)
+        self.apply(orthogonal_init)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor):
+        h = torch.cat([self.trunk(features), action], dim=-1)
+        return self.q1(h), self.q2(h)
+
+
+# Losses ------------------------------------------------------------------------------
+
+def td_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over the twin heads of the mean squared error to the (fixed) TD target."""
+    return ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+
+
+def td3_bc_actor_loss(q: torch.Tensor, action: torch.Tensor, data_action: torch.Tensor,
+                      alpha: float = 2.5) -> torch.Tensor:
+    """TD3+BC (Fujimoto & Gu 2021, Eq. 5, as V-D4RL's DrQ+BC): -lambda * mean Q(s, a~)
+    + mean (a~ - a)^2 with lambda = alpha / mean |Q| (not differentiated)."""
+    lam = alpha / q.detach().abs().mean()
+    return -lam * q.mean() + ((action - data_action) ** 2).mean()
+
+
+def cql_penalty(q_data: torch.Tensor, q_random: torch.Tensor, q_current: torch.Tensor,
+                q_next: torch.Tensor, weight: float, temperature: float = 1.0) -> torch.Tensor:
+    """CQL(H) as V-D4RL's CQL (no importance sampling): weight * (temperature *
+    logsumexp over {random, data, next-policy, current-policy actions} of Q / temperature,
+    averaged over the batch, minus the mean data-action Q). ``q_data``: (B, 1); the
+    others (B, N, 1), every one evaluated at the current observation."""
+    cat = torch.cat([q_random, q_data.unsqueeze(1), q_next, q_current], dim=1)
+    pushed_down = torch.logsumexp(cat / temperature, dim=1).mean() * temperature
+    return weight * (pushed_down - q_data.mean())
+
+
+# The shared agent --------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DrQConfig(TrainConfig):
+    """V-D4RL's DrQ-v2 backbone, offline settings (``task/offline_dmc.yaml``).
+
+    Attributes:
+      train_steps: updates in total (the paper's training-time table: 300k).
+      batch_size: transitions per update.
+      lr: Adam learning rate of encoder, actor and critic (offline config: 3e-4).
+      n_step: steps of the TD target's return (offline config: 1).
+      frame_stack: frames per observation.
+      feature_dim: trunk output size.
+      hidden_dim: width of the actor's and critics' MLPs.
+      augment_pad: random-shift padding in pixels (0: no augmentation).
+      std_initial, std_final: the actor's noise std, linear from the first to the second.
+      std_decay_updates: updates over which it decays (V-D4RL's 250k loop steps = 125k
+        updates).
+      std_clip: the sampled noise is clipped to +-std_clip.
+      critic_tau: rate of the target critic's soft update.
+    """
+
+    train_steps: int = 300_000
+    batch_size: int = 256
+    lr: float = 3e-4
+    n_step: int = 1
+    frame_stack: int = 3
+    feature_dim: int = 50
+    hidden_dim: int = 1024
+    augment_pad: int = 4
+    std_initial: float = 1.0
+    std_final: float = 0.1
+    std_decay_updates: int = 125_000
+    std_clip: float = 0.3
+    critic_tau: float = 0.01
+
+    checks: ClassVar[dict] = {
+        "batch_size": Range(1), "lr": Range(0), "n_step": Range(1), "frame_stack": Range(1),
+        "feature_dim": Range(1), "hidden_dim": Range(1), "augment_pad": Range(0),
+        "std_initial": Range(0), "std_final": Range(0), "std_decay_updates": Range(1),
+        "std_clip": Range(0), "critic_tau": Range(0, 1)}
+
+
+DRQ_PRESETS = {
+    "smoke": dict(batch_size=8, feature_dim=16, hidden_dim=32, frame_stack=2),
+    "quick": dict(batch_size=64, hidden_dim=256, std_decay_updates=1_000),
+}
+
+
+class DrQBackbone(Algorithm):
+    """Encoder, actor, twin critic and target, their optimizers and the transition
+    sampler; subclasses give the actor's loss and any extra critic term."""
+
+    Config = DrQConfig
+    presets = DRQ_PRESETS
+    family = "model-free"
+    has_value = True
+
+    def __init__(self, config: DrQConfig, ctx: RunContext):
+        super().__init__(config, ctx)
+        h, _, c = ctx.image_shape
+        dev = ctx.device
+        self.encoder = DrQEncoder(c * config.frame_stack, h).to(dev)
+        self.encoder.apply(orthogonal_init)
+        dims = (self.encoder.out_dim, ctx.action_dim, config.feature_dim, config.hidden_dim)
+        self.actor = Actor(*dims).to(dev)
+        self.critic = Critic(*dims).to(dev)
+        self.critic_target = Critic(*dims).to(dev)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.optimizers = {name: torch.optim.Adam(getattr(self, name).parameters(), lr=config.lr)
+                           for name in ("encoder", "actor", "critic")}
+        self.sampler = TransitionSampler(ctx.dataset, config.batch_size, n_step=config.n_step,
+                                         frame_stack=config.frame_stack,
+                                         discount=config.discount, seed=ctx.seed)
+        self.generator = torch.Generator().manual_seed(ctx.seed)  # shifts and action noise
+        self.rngs = RandomStates(sampler=self.sampler.rng, torch=self.generator)
+
+    # What subclasses change.
+    def actor_loss(self, q: torch.Tensor, action: torch.Tensor, data_action: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def critic_penalty(self, features, next_features, action, q1, q2, std
+                       ) -> tuple[torch.Tensor, dict]:
+        return torch.zeros((), device=q1.device), {}
+
+    # One update.
+    def std(self, step: int) -> float:
+        c = self.config
+        return linear_schedule(step, c.std_initial, c.std_final, c.std_decay_updates)
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        raw = self.sampler.sample()
+        dev = self.ctx.device
+        out = {k: torch.as_tensor(raw[k], device=dev)
+               for k in ("image", "next_image", "action", "reward", "discount")}
+        out["action"] = nn.functional.pad(out["action"].float(),
+                                          (0, self.ctx.action_dim - out["action"].shape[1]))
+        out["reward"], out["discount"] = out["reward"][:, None], out["discount"][:, None]
+        if self.config.augment_pad:
+            for key in ("image", "next_image"):
+                out[key] = random_shift(out[key], self.config.augment_pad, self.generator)
+        return out
+
+    def train_step(self, step: int) -> dict[str, float]:
+        c, b = self.config, self.batch()
+        std = self.std(step)
+        features = self.encoder(b["image"])
+        with torch.no_grad():
+            next_features = self.encoder(b["next_image"])
+            next_action = self.actor(next_features, std).sample(c.std_clip, self.generator)
+            target_v = torch.min(*self.critic_target(next_features, next_action))
+            target_q = b["reward"] + b["discount"] * target_v
+
+        q1, q2 = self.critic(features, b["action"])
+        penalty, metrics = self.critic_penalty(features, next_features, b["action"], q1, q2, std)
+        critic_loss = td_loss(q1, q2, target_q) + penalty
+        self._step(("encoder", "critic"), critic_loss)
+
+        features = features.detach()
+        action = self.actor(features, std).sample(c.std_clip, self.generator)
+        q = torch.min(*self.critic(features, action))
+        actor_loss, actor_metrics = self.actor_loss(q, action, b["action"])
+        self._step(("actor",), actor_loss)
+        soft_update(self.critic, self.critic_target, c.critic_tau)
+        return {"critic/loss": critic_loss.item(), "critic/q": q1.mean().item(),
+                "critic/target_q": target_q.mean().item(), "actor/loss": actor_loss.item(),
+                "actor/std": std, **metrics, **actor_metrics}
+
+    def _step(self, parts, loss: torch.Tensor) -> None:
+        for name in parts:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        for name in parts:
+            self.optimizers[name].step()
+
+    # Acting and valuing.
+    def _features(self, state) -> torch.Tensor:
+        images = torch.as_tensor(np.concatenate(state)[None], device=self.ctx.device)
+        return self.encoder(images)
+
+    @torch.no_grad()
+    def policy(self, obs, state, deterministic=True):
+        state = FrameStack.update(state, obs["image"], self.config.frame_stack, obs["is_first"])
+        dist = self.actor(self._features(state), self.config.std_final)
+        action = dist.mean if deterministic else dist.sample(None, self.generator)
+        return action[0].cpu().numpy(), state
+
+    @torch.no_grad()
+    def value(self, obs, state):
+        """min of the twin Q at the actor's deterministic action (V-D4RL's target)."""
+        features = self._features(state)
+        action = self.actor(features, self.config.std_final).mean
+        return float(torch.min(*self.critic(features, action)))
+
+    # Checkpoints.
+    def state_dict(self):
+        return {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "rngs": self.rngs.state_dict()}
+
+    def load_state_dict(self, state):
+        for name in ("encoder", "actor", "critic", "critic_target"):
+            getattr(self, name).load_state_dict(state[name])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        self.rngs.load_state_dict(state["rngs"])
+
+
+# DrQ+BC ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DrQBCConfig(DrQConfig):
+    """DrQ+BC (V-D4RL).
+
+    Attributes:
+      bc_alpha: TD3+BC's alpha: the Q term's weight is alpha / mean |Q| (2.5).
+    """
+
+    bc_alpha: float = 2.5
+
+    checks: ClassVar[dict] = {"bc_alpha": Range(0)}
+
+
+@register("drq-bc")
+class DrQBC(DrQBackbone):
+    """V-D4RL's DrQ+BC: the DrQ-v2 backbone with TD3+BC's actor loss."""
+
+    Config = DrQBCConfig
+    paper_name = "DrQ+BC"
+    description = ("DrQ+BC (V-D4RL): DrQ-v2 encoder and twin critic, TD3+BC actor loss "
+                   "on the noisy sampled action.")
+
+    def actor_loss(self, q, action, data_action):
+        loss = td3_bc_actor_loss(q, action, data_action, self.config.bc_alpha)
+        return loss, {"actor/q": q.mean().item(),
+                      "actor/bc": ((action - data_action) ** 2).mean().item()}
+
+
+# CQL ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class CQLConfig(DrQConfig):
+    """CQL on the DrQ-v2 backbone (V-D4RL's ``cql.py``, CQL(H) without importance
+    sampling or Lagrange multiplier).
+
+    Attributes:
+      cql_weight: the conservative term's fixed weight alpha (SPEC: 10).
+      cql_actions: actions of each kind (uniform, current policy, next policy) in the
+        logsumexp (10).
+      cql_temperature: temperature of the logsumexp (1).
+    """
+
+    cql_weight: float = 10.0
+    cql_actions: int = 10
+    cql_temperature: float = 1.0
+
+    checks: ClassVar[dict] = {"cql_weight": Range(0), "cql_actions": Range(1),
+                              "cql_temperature": Range(0)}
+
+
+@register("cql")
+class CQL(DrQBackbone):
+    """V-D4RL's CQL: the DrQ-v2 backbone, actor loss -Q, critic loss plus the
+    conservative penalty. As in the reference, the current- and next-policy actions are
+    sampled (without gradient) at obs and next obs but all valued at obs."""
+
+    Config = CQLConfig
+    paper_name = "CQL"
+    description = ("CQL (V-D4RL): DrQ-v2 backbone, conservative critic penalty "
+                   "(logsumexp over uniform, policy and data actions), actor loss -Q.")
+
+    def actor_loss(self, q, action, data_action):
+        return -q.mean(), {"actor/q": q.mean().item()}
+
+    def critic_penalty(self, features, next_features, action, q1, q2, std):
+        c, n = self.config, self.config.cql_actions
+        repeat = lambda x: x.unsqueeze(1).expand(-1, n, -1)  # noqa: E731  (B, N, D)
+        obs, next_obs = repeat(features), repeat(next_features)
+        uniform = torch.rand((*obs.shape[:2], action.shape[-1]), generator=self.generator)
+        uniform = (uniform * 2 - 1).to(action)
+        with torch.no_grad():
+            current = self.actor(obs, std).sample(c.std_clip, self.generator)
+            following = self.actor(next_obs, std).sample(c.std_clip, self.generator)
+        q_random, q_current, q_next = (self.critic(obs, a) for a in (uniform, current, following))
+        terms = {f"critic/cql{i + 1}": cql_penalty(q_data, q_random[i], q_current[i], q_next[i],
+                                                   c.cql_weight, c.cql_temperature)
+                 for i, q_data in enumerate((q1, q2))}
+        penalty = terms["critic/cql1"] + terms["critic/cql2"]
+        return penalty, {k: v.item() for k, v in terms.items()}
