@@ -59,6 +59,8 @@ class Range:
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
     def __str__(self) -> str:
+        if self.low is None and self.high is None:
+            return "any finite number"
         if self.high is None:
             return f">= {self.low:g}"
         if self.low is None:
