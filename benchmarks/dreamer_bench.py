@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coworld_bench.evaluation import random_action_returns
+
 
 def speed(args):
     import torch
@@ -65,24 +67,6 @@ def speed(args):
                   f"(mean of {args.updates})")
 
 
-def random_returns(task: str, episodes: int, seed: int) -> list[float]:
-    from coworld_bench import envs
-    from coworld_bench.evaluation import eval_seed
-
-    env = envs.make(task, seed=seed, fast_render=True)
-    rng = np.random.default_rng(0)
-    out = []
-    for j in range(episodes):
-        env.reset(seed=eval_seed(seed, 1, j))
-        total, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
-            total += r
-            done = term or trunc
-        out.append(total)
-    return out
-
-
 def learning(args):
     out = Path(args.out or tempfile.mkdtemp(prefix="dreamer-learning-"))
     command = [sys.executable, "-m", "coworld_bench.cli", "run", "--algo", "dreamerv2",
@@ -95,7 +79,7 @@ def learning(args):
     run = next(out.glob("*/dreamerv2/seed0"))
     config = json.loads((run / "config.json").read_text())["config"]
     curve = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    baseline = random_returns(args.task, args.episodes, 0)
+    baseline = random_action_returns(args.task, args.episodes)
     print(f"learning: dreamerv2 (quick preset) on {args.task}, {wall / 60:.0f} min on this CPU, "
           f"train_every {config['train_every']} env steps per update, action repeat of the task")
     print(f"  random actions: {np.mean(baseline):.1f} ± {np.std(baseline):.1f}")

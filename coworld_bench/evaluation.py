@@ -24,6 +24,7 @@ import numpy as np
 from coworld_bench.seeding import derive_seed
 
 EVAL_STREAM = 1_000_003  # separates evaluation seeds from every other use of the seed
+RANDOM_ACTION_STREAM = 1_000_033  # the random-action baseline's actions
 
 
 def eval_seed(seed: int, eval_index: int, episode: int) -> int:
@@ -78,3 +79,26 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
         true = np.stack([discounted_returns(r, discount) for r in reward])
         result["trace"] = {"value": value, "reward": reward, "discounted_return": true}
     return result
+
+
+def random_action_returns(task: str, episodes: int, seed: int = 0, eval_index: int = 1,
+                          **env_options) -> list[float]:
+    """Returns of uniformly random actions on the evaluation seeds of ``eval_index`` (1:
+    the final evaluation of a run with ``eval_every=0``): the baseline a learning check
+    compares with."""
+    from coworld_bench import envs
+
+    env = envs.make(task, seed=seed, **{"fast_render": True, **env_options})
+    rng = np.random.default_rng(derive_seed(seed, RANDOM_ACTION_STREAM, eval_index))
+    out = []
+    for j in range(episodes):
+        env.reset(seed=eval_seed(seed, eval_index, j))
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(
+                rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+            total += reward
+            done = terminated or truncated
+        out.append(float(total))
+    env.close()
+    return out

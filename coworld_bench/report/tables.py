@@ -25,7 +25,8 @@ __all__ = ["Table", "Cell", "build_tables", "display_name", "ABLATIONS", "MAX_RE
 # The paper's row order (its tables' layout); names and families come from the
 # algorithms themselves (``Algorithm.paper_name``, ``Algorithm.family``), so a
 # plugin's results carry its own display name.
-ROW_ORDER = ["bc", "dreamerv2", "drq-bc", "cql", "curl", "lompo", "offline-dv2", "dv2-finetune",
+ROW_ORDER = ["bc", "dreamerv2", "drq-bc", "cql", "curl", "lompo", "d3rlpy-bc", "d3rlpy-td3bc",
+             "d3rlpy-cql", "d3rlpy-iql", "offline-dv2", "dv2-finetune",
              "dv2-finetune-ewc", "lompo-finetune", "multitask-dv2", "coworld",
              "coworld-multisource", "coworld-no-state-align", "coworld-no-reward-align",
              "coworld-no-value-constraint", "coworld-brute-force"]
