@@ -367,6 +367,62 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_eval)
 
+    sw = sub.add_parser(
+        "sweep", help="run a grid of runs (the paper's tables) here or on a SLURM cluster",
+        description="Expand algorithms x pairs (or a named grid of the paper) x seeds x grid "
+                    "points into runs, each exactly `coworld-bench run`, and run them: "
+                    "--jobs at a time on this machine (GPUs handed out through "
+                    "CUDA_VISIBLE_DEVICES), or as a SLURM job array through submitit "
+                    "(requeued on preemption/timeout, resumed from the checkpoint). Re-running "
+                    "the same command runs only what is missing or failed. "
+                    "`coworld-bench sweep status DIR` prints the state of every job. Named "
+                    "grids: " + ", ".join(_named_grid_names()) + ".")
+    sw.add_argument("action", nargs="?", choices=["status"],
+                    help="status DIR: the sweep's jobs, their progress and states")
+    sw.add_argument("sweep_dir", nargs="?", metavar="DIR", help="the sweep folder (status)")
+    sw.add_argument("--algos", help="comma-separated algorithms (coworld-bench list algos); "
+                                    "with a named grid: only these of its algorithms")
+    sw.add_argument("--pairs", help="comma-separated pairs S-T and/or targets T (offline "
+                                    "algorithms run once per target), or named grids "
+                                    "(paper:table2, matrix:mw, ...)")
+    sw.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    sw.add_argument("--preset", default="paper", help="smoke, quick or paper (default: paper)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                    help="a setting of every run (repeatable)")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", default=[],
+                    help="a swept setting (repeatable: the product of all); the value "
+                         "'default' is the run without it; each point runs in DIR/KEY=V/")
+    sw.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                    help="local: a process pool here (default); slurm: a SLURM job array "
+                         "through submitit; submitit-local: submitit's local executor (the "
+                         "cluster code path on this machine)")
+    sw.add_argument("--jobs", type=int,
+                    help="runs at a time (local: default one per GPU group, else 1; slurm: "
+                         "the array's parallelism, default 256)")
+    sw.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per run (default 1)")
+    sw.add_argument("--cpus-per-job", type=int,
+                    help="CPU cores per SLURM job (default 8; also its OMP_NUM_THREADS)")
+    sw.add_argument("--slurm-partition", help="SLURM partition")
+    sw.add_argument("--slurm-time", default="24:00:00",
+                    help="time limit per SLURM job; a run that needs longer is requeued and "
+                         "resumes (default 24:00:00)")
+    sw.add_argument("--slurm-mem", help="memory per SLURM job, e.g. 64G")
+    sw.add_argument("--slurm-account", help="SLURM account")
+    sw.add_argument("--slurm-setup", action="append", default=[], metavar="COMMAND",
+                    help="a shell line run before each SLURM job, e.g. 'source venv/bin/activate'"
+                         " (repeatable)")
+    sw.add_argument("--max-requeues", type=int, default=20,
+                    help="timeouts after which a SLURM job is not requeued again (default 20)")
+    sw.add_argument("--no-wait", action="store_true",
+                    help="slurm: submit and exit (re-run the command to follow the jobs)")
+    sw.add_argument("--out", help="the sweep folder (default: sweeps/<named grid>, else "
+                                  "sweeps/sweep)")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="print the jobs and the estimated GPU-hours; run nothing")
+    sw.add_argument("--yes", action="store_true",
+                    help="start the paper preset on a CPU anyway (passed on to every run)")
+    sw.set_defaults(func=_cmd_sweep)
+
     rp = sub.add_parser("report", help="tables, aggregates, figures and the reproduction report",
                         description="Build every artefact of the paper (result tables with "
                                     "rliable aggregates, transfer matrix, value estimation, "
@@ -383,6 +439,51 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--paper", help="folder of the paper's CSVs (default: results/paper)")
     rp.set_defaults(func=_cmd_report)
     return parser
+
+
+def _named_grid_names() -> list[str]:
+    from coworld_bench.sweep import NAMED_GRIDS
+
+    return list(NAMED_GRIDS)
+
+
+def _cmd_sweep(args) -> int:
+    from coworld_bench import sweep
+
+    if args.action == "status":
+        if not args.sweep_dir:
+            raise UserError("sweep status needs the sweep folder: coworld-bench sweep status DIR.")
+        print(sweep.status_text(Path(args.sweep_dir)))
+        return 0
+    if args.sweep_dir:
+        raise UserError(f"Unexpected argument {args.sweep_dir!r}: a sweep is given by its "
+                        "options (--algos, --pairs, ...); `sweep status DIR` shows one.")
+    if not args.pairs:
+        raise UserError("sweep needs --pairs: pairs S-T, targets T, or a named grid ("
+                        + ", ".join(_named_grid_names()) + ").")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}.") from None
+    pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+    named = [p for p in pairs if ":" in p]
+    out = args.out or str(Path("sweeps") / (named[0].replace(":", "-") if len(named) == 1
+                                            else "sweep"))
+    request = sweep.SweepRequest(
+        algos=[a.strip() for a in args.algos.split(",") if a.strip()] if args.algos else None,
+        pairs=pairs, seeds=seeds, preset=args.preset, settings=args.set, grid=args.grid,
+        out=out, executor=args.executor, jobs=args.jobs, gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job or (8 if args.executor == "slurm" else None),
+        slurm_partition=args.slurm_partition,
+        slurm_time=args.slurm_time, slurm_mem=args.slurm_mem, slurm_account=args.slurm_account,
+        slurm_setup=args.slurm_setup, max_requeues=args.max_requeues, yes=args.yes,
+        wait=not args.no_wait)
+    jobs = sweep.expand(request)
+    if args.dry_run:
+        sweep.check_settings(request, jobs, log=lambda line: print(line, file=sys.stderr))
+        print(sweep.dry_run_text(request, jobs, Path(out)))
+        return 0
+    return sweep.run_sweep(request, jobs, log=lambda line: print(line, flush=True))
 
 
 def _cmd_report(args) -> int:
