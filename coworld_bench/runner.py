@@ -333,23 +333,15 @@ class Run:
     def _acquire_lock(self) -> None:
         """An exclusive lock on the run directory for this process's life (the OS
         releases it when the process dies, however it dies)."""
-        import fcntl
+        from coworld_bench import locks
 
         path = self.dir / LOCK_FILE
-        handle = open(path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise RunError(f"{self.dir} is being trained by {holder} (it holds {path}). Wait for "
-                           "it to finish, or stop it first; a run directory takes one process "
-                           "at a time.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {platform.node()}\n")
-        handle.flush()
+            handle = locks.hold(path)
+        except locks.LockHeld as held:
+            raise RunError(f"{self.dir} is being trained by {held.holder} (it holds {path}). "
+                           "Wait for it to finish, or stop it first; a run directory takes one "
+                           "process at a time.") from None
         self._lock = handle
 
     def _clear_for_restart(self) -> None:

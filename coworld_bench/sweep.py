@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
-import fcntl
 import hashlib
 import itertools
 import json
@@ -55,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from coworld_bench import locks
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.errors import UserError
 
@@ -819,20 +819,12 @@ class Sweep:
         """Takes the sweep lock, merges the request into the manifest and refreshes
         every job of this request from its run directory."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / SWEEP_LOCK, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise SweepError(f"{self.root} is being swept by {holder}; wait for it, or stop it "
-                             "first (its runs resume). `coworld-bench sweep status "
+            handle = locks.hold(self.root / SWEEP_LOCK)
+        except locks.LockHeld as held:
+            raise SweepError(f"{self.root} is being swept by {held.holder}; wait for it, or stop "
+                             "it first (its runs resume). `coworld-bench sweep status "
                              f"{self.root}` shows its progress.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {platform.node()}\n")
-        handle.flush()
         self._lock = handle
         manifest = read_manifest(self.root) or {"version": 1, "created": _now(), "requests": [],
                                                 "jobs": {}}
