@@ -128,6 +128,7 @@ def test_report_names_the_zoo(zoo_runs, cli, tmp_path):
     offline = [name for algo, (_, target, name) in ZOO.items() if target == "WW"]
     assert set(offline) <= set(rows)
     assert "LOMPO Finetune" in rows
-    values = (tmp_path / "report" / "figures" / "value_estimation_dmc_random_smoke.csv").read_text()
-    for name in ("DrQ+BC", "CQL", "TD3+BC (d3rlpy)"):
-        assert name in values
+    values = (tmp_path / "report" / "figures" / "value_estimation_dmc_random_smoke.csv")
+    traced = {line.split(",")[0] for line in values.read_text().splitlines()[1:]}
+    # Figure 5b's model-free rows, and every other new entry: each writes a value trace.
+    assert set(ZOO) <= traced
