@@ -7,12 +7,39 @@ import pytest
 
 # Headless rendering must be chosen before any simulator is imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each (and in every run they start), not two
+    # OpenMP pools spinning against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's command) a module's
+    tests stay on one worker, so its module fixtures are made once, and the tests that
+    read the shared runs go together."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "shared-runs" if "shared_runs" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def session_folder(tmp_path_factory, name: str) -> Path:
+    """A folder for the whole session: under pytest-xdist, beside the workers' own
+    temporary folders, so that every worker finds the same one."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
-    """A private data root shared by the session's runs (smoke datasets are made once)."""
-    return tmp_path_factory.mktemp("data-root")
+    """A data root shared by the session's runs (smoke datasets are made once; two
+    workers that need the same one meet at its collection lock)."""
+    return session_folder(tmp_path_factory, "data-root")
 
 
 @pytest.fixture
@@ -47,9 +74,18 @@ SHARED_RUNS = [
 def shared_runs(data_root, tmp_path_factory):
     """``COWORLD_BENCH_TEST_RUNS=DIR`` keeps the runs in DIR between sessions (finished
     runs are not retrained: the runner's own rule), for quick local iterations."""
+    from coworld_bench import locks
+
     keep = os.environ.get("COWORLD_BENCH_TEST_RUNS")
-    root = Path(keep) if keep else tmp_path_factory.mktemp("shared-runs")
+    root = Path(keep) if keep else session_folder(tmp_path_factory, "shared-runs")
     env = {**os.environ, "COWORLD_BENCH_DATA": str(data_root)}
+    # One worker makes them; another that needs them waits, then finds them finished.
+    with locks.hold(root.parent / f"{root.name}.lock", wait=True):
+        make_shared_runs(root, env)
+    return root
+
+
+def make_shared_runs(root: Path, env: dict) -> None:
     for args in SHARED_RUNS:
         args = list(args)
         out = root
@@ -61,4 +97,3 @@ def shared_runs(data_root, tmp_path_factory):
                                  *SMOKE_DATA, "--preset", "smoke", "--quiet", "--out", str(out)],
                                 capture_output=True, text=True, env=env, timeout=900)
         assert result.returncode == 0, (args, result.stderr[-3000:])
-    return root

@@ -58,6 +58,9 @@ from coworld_bench.errors import ConfigError
 from coworld_bench.seeding import derive_seed
 from coworld_bench.tasks import resolve_task
 
+# Held by the process collecting into a dataset folder (see ``collect``).
+COLLECT_LOCK = ".collect.lock"
+
 QUALITIES = ("random", "medium-replay", "medium-expert", "expert")
 # Behaviours of the data layer itself; learning ones (the paper's dreamerv2) are
 # registered entries (``coworld_bench.data.behaviours``).
@@ -346,13 +349,29 @@ def collect_with_agent(config: CollectConfig, out: Path, progress: bool) -> dict
 
 def collect(config: CollectConfig, out: str | Path, workers: int = 1,
             progress: bool = True) -> dict[str, Any]:
-    """Collects (or resumes collecting) a dataset into ``out``; returns its manifest."""
+    """Collects (or resumes collecting) a dataset into ``out``; returns its manifest.
+    One process at a time per folder: a second one (two runs started together on a
+    shared data root) waits for the first, then finds the dataset made."""
+    import sys
+
+    from coworld_bench import locks
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def waiting(holder):
+        print(f"{out}: {holder.splitlines()[0]} is collecting this dataset; waiting for it.",
+              file=sys.stderr, flush=True)
+
+    with locks.hold(out / COLLECT_LOCK, wait=True, on_wait=waiting):
+        return _collect(config, out, workers, progress)
+
+
+def _collect(config: CollectConfig, out: Path, workers: int, progress: bool) -> dict[str, Any]:
     import json
 
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
     if config.behaviour not in BUILT_IN:
         if path.exists():

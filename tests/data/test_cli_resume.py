@@ -60,3 +60,30 @@ def test_recipe_with_a_behaviour_it_lacks_explains(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0 and "Meta-World tasks only" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_two_collections_into_one_folder_make_it_once(tiny_dataset, tmp_path):
+    """Two runs started together on a shared data root: the second waits for the
+    first (its lock on the folder) and finds the dataset made, not half of it."""
+    from coworld_bench import locks
+    from coworld_bench.data.collection import COLLECT_LOCK
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    held = locks.hold(out / COLLECT_LOCK)  # a collector already at work
+    logs = [tmp_path / f"stderr{i}.txt" for i in range(2)]
+    procs = [subprocess.Popen([*COMMAND, "--out", str(out)], stdout=subprocess.DEVNULL,
+                              stderr=log.open("w")) for log in logs]
+    deadline = time.time() + 120
+    while not all("is collecting this dataset; waiting for it" in log.read_text()
+                  for log in logs):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), \
+            [log.read_text() for log in logs]
+        time.sleep(0.2)
+    assert not (out / "manifest.json").exists()  # nothing written while they wait
+    held.close()
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=300) == 0, log.read_text()
+    final = verify_dataset(out)
+    reference = json.loads((tiny_dataset / "manifest.json").read_text())
+    assert [e["sha256"] for e in final["episodes"]] == [e["sha256"] for e in reference["episodes"]]
