@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from baselines.drqv2 import Actor, linear_schedule, orthogonal_init
-from baselines.nets import DrQEncoder, FrameStack, random_shift
+from baselines.nets import DrQEncoder, FrameStack, adam, random_shift
 from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.registry import register
@@ -84,7 +84,7 @@ class BC(Algorithm):
         self.encoder.apply(orthogonal_init)
         self.actor = Actor(self.encoder.out_dim, ctx.action_dim, config.feature_dim,
                            config.hidden_dim).to(ctx.device)
-        self.optimizers = {name: torch.optim.Adam(getattr(self, name).parameters(), lr=config.lr)
+        self.optimizers = {name: adam(getattr(self, name).parameters(), lr=config.lr)
                            for name in ("encoder", "actor")}
         self.sampler = TransitionSampler(ctx.dataset, config.batch_size,
                                          frame_stack=config.frame_stack, seed=ctx.seed)
@@ -107,7 +107,7 @@ class BC(Algorithm):
         loss.backward()
         for opt in self.optimizers.values():
             opt.step()
-        return {"bc_loss": loss.item(), "actor/std": std}
+        return {"bc_loss": loss.detach(), "actor/std": std}
 
     @torch.no_grad()
     def policy(self, obs, state, deterministic=True):

@@ -411,21 +411,40 @@ class CoWorld(Algorithm):
         reaches the encoder and the RSSM through the target features."""
         cfg = self.config
         agent = source.agent
-        losses, scales, aux = agent.model_loss(source_batch)
-        aux["metrics"] = {}
-        if target_batch is not None:
-            wm = agent.wm
-            post, _ = wm.rssm.observe(wm.embed(target_batch), target_batch["action"],
-                                      target_batch["is_first"])
-            predicted = wm.reward_of(wm.rssm.feat(post))
-            relabelled = relabel_rewards(predicted, target_batch["reward"], cfg.k)
-            losses["model/relabel"] = 0.5 * ((predicted - relabelled) ** 2).mean()
-            scales["model/reward"], scales["model/relabel"] = eta, 1 - eta
-            aux["metrics"] = {"eta": torch.tensor(eta), "relabelled_reward": relabelled.mean(),
-                              "true_target_reward": target_batch["reward"].mean()}
-        return losses, scales, aux
+        if target_batch is None:
+            losses, scales, aux = agent.model_loss(source_batch)
+            aux["metrics"] = {}
+            return losses, scales, aux
+        # One pass of the source encoder and RSSM over both batches, stacked along the
+        # batch axis, then split: sequences are independent, so this is the computation
+        # of two passes (only which random draw meets which sequence differs) in half the
+        # sequential RSSM steps and with larger matrix products.
+        wm, n = agent.wm, source_batch["action"].shape[0]
+        keys = (wm.obs_key, "action", "is_first")
+        both = {k: torch.cat([source_batch[k], target_batch[k]]) for k in keys}
+        embed = wm.embed(both)
+        post_both, prior_both = wm.rssm.observe(embed, both["action"], both["is_first"])
+        head = lambda d: {k: v[:n] for k, v in d.items()}  # noqa: E731
+        tail = lambda d: {k: v[n:] for k, v in d.items()}  # noqa: E731
+        losses, post, model_aux = wm.terms(source_batch, embed[:n], head(post_both),
+                                           head(prior_both))
+        scales = agent.model_scales()
+        predicted = wm.reward_of(wm.rssm.feat(tail(post_both)))
+        relabelled = relabel_rewards(predicted, target_batch["reward"], cfg.k)
+        losses["model/relabel"] = 0.5 * ((predicted - relabelled) ** 2).mean()
+        scales["model/reward"], scales["model/relabel"] = eta, 1 - eta
+        metrics = {"eta": torch.tensor(eta), "relabelled_reward": relabelled.mean(),
+                   "true_target_reward": target_batch["reward"].mean()}
+        return losses, scales, {"post": post, **model_aux, "metrics": metrics}
 
     def source_step(self, index_in_stage: int) -> dict:
+        """One source update, then ``train_every`` steps of the source simulator."""
+        scalars = self.source_update(index_in_stage)
+        self.sources[self.selected].learner.collect(self.config.train_every)
+        return scalars
+
+    def source_update(self, index_in_stage: int) -> dict:
+        """The source's world-model update with (B), then its actor-critic update."""
         cfg = self.config
         source = self.sources[self.selected]
         agent = source.agent
@@ -437,7 +456,6 @@ class CoWorld(Algorithm):
                                       target_batch, eta)
         scalars = {**metrics, **aux["metrics"], "model/kl_value": aux["kl"]}
         scalars.update(agent.train_behaviour(detach_states(aux["post"])))
-        source.learner.collect(cfg.train_every)
         return {f"source/{k}": v for k, v in scalars.items()}
 
     # Acting and state ----------------------------------------------------------------

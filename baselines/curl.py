@@ -91,7 +91,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.nets import DrQEncoder, FrameStack, mlp, soft_update
+from baselines.nets import DrQEncoder, FrameStack, adam, mlp, soft_update
 from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.errors import ConfigError
@@ -366,11 +366,11 @@ class CURL(Algorithm):
                                                    device=dev))
         self.target_entropy = -float(ctx.action_dim)
         self.optimizers = {
-            "critic": torch.optim.Adam(self.critic.parameters(), lr=config.lr),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=config.lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=config.alpha_lr,
+            "critic": adam(self.critic.parameters(), lr=config.lr),
+            "actor": adam(self.actor.parameters(), lr=config.lr),
+            "alpha": adam([self.log_alpha], lr=config.alpha_lr,
                                       betas=(config.alpha_beta1, 0.999)),
-            "encoder": torch.optim.Adam([*self.critic.encoder.parameters(), self.W],
+            "encoder": adam([*self.critic.encoder.parameters(), self.W],
                                         lr=config.lr)}
         self.sampler = TransitionSampler(ctx.dataset, config.batch_size, n_step=1,
                                          frame_stack=config.frame_stack,
@@ -409,7 +409,7 @@ class CURL(Algorithm):
             soft_update(self.critic.q2, self.critic_target.q2, c.critic_tau)
             soft_update(self.critic.encoder, self.critic_target.encoder, c.encoder_tau)
         metrics.update(optimize(self.optimizers, self.contrastive_losses, batch))
-        return {k: float(v) for k, v in metrics.items()}
+        return metrics  # detached tensors, read at the logging step
 
     def critic_losses(self, batch):
         """Soft TD loss of both Q heads; trains the encoder and the heads."""

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.nets import mlp
+from baselines.nets import adam, mlp
 from coworld_bench.algorithm import Choice, Range, TrainConfig
 from coworld_bench.errors import ConfigError
 from coworld_bench.seeding import RandomStates
@@ -201,9 +201,9 @@ def kl_balance_loss(kl_fn: Callable, post: dict, prior: dict, balance: float, fr
     sg = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
     train_prior = kl_fn(sg(post), prior)
     train_post = kl_fn(post, sg(prior))
-    free_t = torch.tensor(free, device=train_prior.device)
-    loss = (balance * torch.maximum(train_prior.mean(), free_t)
-            + (1 - balance) * torch.maximum(train_post.mean(), free_t))
+    # clamp with a Python number: no tensor copied to the device inside the update.
+    loss = (balance * train_prior.mean().clamp(min=free)
+            + (1 - balance) * train_post.mean().clamp(min=free))
     return loss, train_prior.mean().detach()
 
 
@@ -356,8 +356,12 @@ class RSSM(nn.Module):
             if deterministic:
                 index = probs.argmax(-1)
             else:
-                index = torch.distributions.Categorical(logits=logits).sample()
-            onehot = F.one_hot(index, self.cfg.classes).to(probs.dtype)
+                # validate_args=False: the check reads the logits on the host, a
+                # synchronisation inside every step on a GPU.
+                index = torch.distributions.Categorical(logits=logits,
+                                                        validate_args=False).sample()
+            # scatter, not F.one_hot: one_hot checks the indices on the host.
+            onehot = torch.zeros_like(probs).scatter_(-1, index[..., None], 1.0)
             sample = onehot + probs - probs.detach()  # straight-through gradients
             return sample.reshape(*sample.shape[:-2], -1)
         if deterministic:
@@ -482,6 +486,12 @@ class WorldModel(nn.Module):
         """
         embed = self.embed(batch)
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"], heads=heads)
+        return self.terms(batch, embed, post, prior)
+
+    def terms(self, batch: dict, embed: torch.Tensor, post: dict, prior: dict
+              ) -> tuple[Losses, dict, dict]:
+        """``loss``'s terms from the batch's embedding and its posterior and prior
+        (for callers that ran the encoder and the RSSM on more than this batch)."""
         feat = self.rssm.feat(post)
         if self.obs_key == "image":
             target = batch["image"].float() / 255.0 - 0.5
@@ -503,7 +513,7 @@ class TanhNormal:
     a rounds to +-1."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.base = torch.distributions.Normal(mean.float(), std.float())
+        self.base = torch.distributions.Normal(mean.float(), std.float(), validate_args=False)
 
     def rsample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(action, pre-squash sample), both differentiable in the parameters."""
@@ -632,11 +642,8 @@ class Optimizer:
     def __init__(self, params, lr: float, clip: float, weight_decay: float = 0.0):
         self.params = [p for p in params]
         self.clip = clip
-        if weight_decay:
-            self.opt = torch.optim.AdamW(self.params, lr=lr, eps=1e-5,
-                                         weight_decay=weight_decay / lr)
-        else:
-            self.opt = torch.optim.Adam(self.params, lr=lr, eps=1e-5)
+        self.opt = adam(self.params, lr=lr, eps=1e-5,
+                        weight_decay=weight_decay / lr if weight_decay else 0.0)
 
     def state_dict(self) -> dict:
         return self.opt.state_dict()
@@ -696,9 +703,13 @@ def optimize(optimizers: dict[str, Optimizer], cfg: DreamerConfig, device, loss_
 # Helpers ---------------------------------------------------------------------------
 
 def to_torch(batch: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
+    """Host arrays -> tensors on ``device``; to a GPU through pinned memory without
+    blocking (a plain copy from pageable memory waits for the GPU's queue)."""
     out = {}
+    gpu = torch.device(device).type == "cuda"
     for k, v in batch.items():
-        t = torch.as_tensor(v, device=device)
+        t = torch.as_tensor(v)
+        t = t.pin_memory().to(device, non_blocking=True) if gpu else t
         out[k] = t if v.dtype in (np.uint8, np.bool_) else t.float()
     return out
 

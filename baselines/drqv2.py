@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.nets import DrQEncoder, FrameStack, mlp, random_shift, soft_update
+from baselines.nets import DrQEncoder, FrameStack, adam, mlp, random_shift, soft_update
 from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.registry import register
@@ -202,7 +202,7 @@ class DrQBackbone(Algorithm):
         self.critic_target = Critic(*dims).to(dev)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
-        self.optimizers = {name: torch.optim.Adam(getattr(self, name).parameters(), lr=config.lr)
+        self.optimizers = {name: adam(getattr(self, name).parameters(), lr=config.lr)
                            for name in ("encoder", "actor", "critic")}
         self.sampler = TransitionSampler(ctx.dataset, config.batch_size, n_step=config.n_step,
                                          frame_stack=config.frame_stack,
@@ -258,8 +258,9 @@ class DrQBackbone(Algorithm):
         actor_loss, actor_metrics = self.actor_loss(q, action, b["action"])
         self._step(("actor",), actor_loss)
         soft_update(self.critic, self.critic_target, c.critic_tau)
-        return {"critic/loss": critic_loss.item(), "critic/q": q1.mean().item(),
-                "critic/target_q": target_q.mean().item(), "actor/loss": actor_loss.item(),
+        # Detached tensors: read by the runner at its logging step, never inside an update.
+        return {"critic/loss": critic_loss.detach(), "critic/q": q1.detach().mean(),
+                "critic/target_q": target_q.mean(), "actor/loss": actor_loss.detach(),
                 "actor/std": std, **metrics, **actor_metrics}
 
     def _step(self, parts, loss: torch.Tensor) -> None:
@@ -330,8 +331,8 @@ class DrQBC(DrQBackbone):
 
     def actor_loss(self, q, action, data_action):
         loss = td3_bc_actor_loss(q, action, data_action, self.config.bc_alpha)
-        return loss, {"actor/q": q.mean().item(),
-                      "actor/bc": ((action - data_action) ** 2).mean().item()}
+        return loss, {"actor/q": q.detach().mean(),
+                      "actor/bc": ((action - data_action) ** 2).detach().mean()}
 
 
 # CQL ---------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ class CQL(DrQBackbone):
                    "(logsumexp over uniform, policy and data actions), actor loss -Q.")
 
     def actor_loss(self, q, action, data_action):
-        return -q.mean(), {"actor/q": q.mean().item()}
+        return -q.mean(), {"actor/q": q.detach().mean()}
 
     def critic_penalty(self, features, next_features, action, q1, q2, std):
         c, n = self.config, self.config.cql_actions
@@ -384,4 +385,4 @@ class CQL(DrQBackbone):
                                                    c.cql_weight, c.cql_temperature)
                  for i, q_data in enumerate((q1, q2))}
         penalty = terms["critic/cql1"] + terms["critic/cql2"]
-        return penalty, {k: v.item() for k, v in terms.items()}
+        return penalty, {k: v.detach() for k, v in terms.items()}

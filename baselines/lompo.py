@@ -104,7 +104,7 @@ def log_likelihood_uncertainty(means: torch.Tensor, stds: torch.Tensor, sample: 
 
     ``means``, ``stds``: (K, ..., S) each head's prior; ``sample``: (..., S) -> (...).
     """
-    dist = torch.distributions.Normal(means.float(), stds.float())
+    dist = torch.distributions.Normal(means.float(), stds.float(), validate_args=False)
     log_likelihood = dist.log_prob(sample.float()).sum(-1)  # (K, ...)
     return log_likelihood.std(0, unbiased=False)
 

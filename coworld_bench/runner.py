@@ -19,6 +19,7 @@ Every check that can fail runs before the run directory is created.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -64,6 +65,28 @@ def read_run_config(path: Path, fix: str) -> dict[str, Any]:
     return config
 
 
+def window_means(window: dict[str, list]) -> dict[str, float]:
+    """Means of the scalars logged since the last record: tensors (left on their device
+    by the updates) and numbers alike, brought to the host in one transfer per device,
+    the only host synchronisation of the training loop."""
+    import torch
+
+    means, devices = {}, {}
+    for key, values in window.items():
+        tensors = [v for v in values if torch.is_tensor(v)]
+        if not tensors:
+            means[key] = float(np.mean(values))
+            continue
+        device = tensors[0].device
+        stacked = torch.stack([v.to(device, torch.float32) if torch.is_tensor(v)
+                               else torch.tensor(float(v), device=device) for v in values])
+        devices.setdefault(device, []).append((key, stacked.mean()))
+    for pairs in devices.values():
+        for (key, _), value in zip(pairs, torch.stack([m for _, m in pairs]).tolist()):
+            means[key] = value
+    return {key: means[key] for key in window}
+
+
 @dataclasses.dataclass
 class RunRequest:
     algo: str
@@ -78,6 +101,10 @@ class RunRequest:
     force: bool = False
     progress: bool = True
     yes: bool = False  # start the paper preset on a CPU anyway
+    # Simulators of evaluation episodes run side by side in this many processes (None:
+    # one per episode up to the cores; 1: one after another in this process). The
+    # results are the same either way.
+    eval_workers: int | None = None
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -432,6 +459,10 @@ class Run:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.device.type == "cpu":
+            # Denormal floats (weights and activations decaying towards zero) run many
+            # times slower on x86 CPUs; flushed to zero they change nothing that matters.
+            torch.set_flush_denormal(True)
         online = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
         make_source = make_target = None
         if self.algo_cls.needs_source:
@@ -441,6 +472,8 @@ class Run:
             make_target = lambda: envs.make(self.target.id, seed=seed + 1,  # noqa: E731
                                             **eval_options)
         eval_env = envs.make(self.target.id, seed=seed, **eval_options)
+        self._make_eval_env = functools.partial(envs.make, self.target.id, seed=seed,
+                                                **eval_options)
         if dataset is not None:
             image_shape = tuple(dataset.image_shape)
             state_dim = int(dataset.episodes[0].shape("state")[1]) if "state" in dataset.keys else 0
@@ -468,8 +501,12 @@ class Run:
         algo, eval_env = self.build(dataset)
         ckpt = self._load_checkpoint()
         algo.load_state_dict(ckpt["algorithm"])
-        result = evaluate(algo, eval_env, episodes or self.config.eval_episodes,
-                          self.request.seed, eval_index=10**6)
+        episodes = episodes or self.config.eval_episodes
+        try:
+            result = evaluate(algo, eval_env, episodes, self.request.seed, eval_index=10**6,
+                              workers=self._eval_workers(episodes))
+        finally:
+            self._close_eval_workers()
         return {"step": int(ckpt["step"]), **result}
 
     @classmethod
@@ -550,11 +587,30 @@ class Run:
         try:
             return evaluate(algo, eval_env, cfg.eval_episodes, self.request.seed, eval_index,
                             record_values=record_values, discount=cfg.discount,
-                            progress=episodes)
+                            progress=episodes, workers=self._eval_workers(cfg.eval_episodes))
         finally:
             episodes.close()
             if bar is not None:
                 bar.set_description(f"train {self.algo_cls.name}")
+
+    def _eval_workers(self, episodes: int):
+        """The run's evaluation simulators in worker processes, started at the first
+        evaluation of more than one episode and kept until the run ends; None when
+        episodes run one after another here."""
+        from coworld_bench.evaluation import EnvWorkers
+
+        wanted = self.request.eval_workers
+        size = min(episodes, wanted if wanted is not None else (os.cpu_count() or 1))
+        if size <= 1:
+            return None
+        if getattr(self, "_workers", None) is None:
+            self._workers = EnvWorkers(self._make_eval_env, size)
+        return self._workers
+
+    def _close_eval_workers(self) -> None:
+        if getattr(self, "_workers", None) is not None:
+            self._workers.close()
+            self._workers = None
 
     def _estimate(self, algo, eval_env, seconds_per_update: float, remaining: int) -> None:
         """Prints the wall time of the rest of the run, from measured step times."""
@@ -577,6 +633,7 @@ class Run:
                   f"{cfg.train_every} per update); the rest are offline updates.")
 
     def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
+        import torch
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
@@ -606,19 +663,19 @@ class Run:
                     probe_seconds += time.perf_counter() - update_start
                 step += 1
                 bar.update(1)
-                for k, v in scalars.items():
-                    window.setdefault(k, []).append(float(v))
+                for k, v in scalars.items():  # tensors stay on the device until logged
+                    window.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else v)
                 if probe_count > 0 and step == probe_until:
                     self._estimate(algo, eval_env, probe_seconds / probe_count,
                                    remaining=cfg.train_steps - step)
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
-                    record = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()},
+                    record = {"step": step, **window_means(window),
                               "wall_time": time.perf_counter() - start}
                     self._append("metrics.jsonl", record)
                     for k, v in record.items():
                         if k != "step":
                             writer.add_scalar(f"train/{k}", v, step)
-                    bar.set_postfix({k: f"{np.mean(v):.3g}" for k, v in list(window.items())[:3]})
+                    bar.set_postfix({k: f"{record[k]:.3g}" for k in list(window)[:3]})
                     window = {}
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.train_steps:
                     eval_index += 1
@@ -634,11 +691,15 @@ class Run:
                         f"written. Re-run the same command to resume.")
         except BaseException:
             writer.close()
+            self._close_eval_workers()
             raise
         finally:
             stop.restore()
             bar.close()
-        final = self._evaluate(algo, eval_env, eval_index + 1, None, record_values=True)
+        try:
+            final = self._evaluate(algo, eval_env, eval_index + 1, None, record_values=True)
+        finally:
+            self._close_eval_workers()
         trace = final.pop("trace", None)
         self._append("eval.jsonl", {"step": step, "final": True, **final})
         writer.add_scalar("eval/return", final["mean"], step)
