@@ -155,7 +155,8 @@ def _cmd_run(args) -> int:
     request = runner.RunRequest(
         algo=args.algo, pair=args.pair, source=args.source, target=args.target, seed=args.seed,
         preset=args.preset, overrides=runner.parse_overrides(args.set), device=args.device,
-        out=args.out, force=args.force, progress=not args.quiet, yes=args.yes)
+        out=args.out, force=args.force, progress=not args.quiet, yes=args.yes,
+        eval_workers=args.eval_workers)
     run = runner.prepare(request)
     run.execute()
     return 0
@@ -165,6 +166,7 @@ def _cmd_eval(args) -> int:
     from coworld_bench import runner
 
     run = runner.Run.from_dir(args.run_dir, device=args.device)
+    run.request.eval_workers = args.eval_workers
     result = run.evaluate_checkpoint(args.episodes)
     print(f"{args.run_dir} at step {result['step']}: return {result['mean']:.1f} ± "
           f"{result['std']:.1f} over {len(result['returns'])} episodes "
@@ -357,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--yes", action="store_true",
                    help="start the paper preset on a CPU anyway (it takes days to weeks)")
+    r.add_argument("--eval-workers", type=int, metavar="N",
+                   help="evaluation episodes side by side in N simulator processes (default: "
+                        "one per episode up to the cores; 1: one after another). Results do "
+                        "not depend on it.")
     r.set_defaults(func=_cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint",
@@ -364,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "benchmark protocol (deterministic policy).")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
+    e.add_argument("--eval-workers", type=int, metavar="N",
+                   help="episodes side by side in N simulator processes (default: one per "
+                        "episode up to the cores; 1: one after another)")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_eval)
 
@@ -438,7 +447,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="projection of the latent-embedding figure (default: tsne)")
     rp.add_argument("--paper", help="folder of the paper's CSVs (default: results/paper)")
     rp.set_defaults(func=_cmd_report)
+    b = sub.add_parser("bench", help="measure what an update, the sampler, collection and "
+                                     "evaluation cost on this machine",
+                       description="Seconds, FLOPs, achieved GFLOP/s against this machine's "
+                                   "matrix-product peak, aten operator calls and host "
+                                   "synchronisations per update of each algorithm family; "
+                                   "sampler, collection and evaluation rates; peak memory.")
+    b.add_argument("--algos", nargs="+", metavar="ALGO",
+                   help="families to measure (default: coworld offline-dv2 drq-bc)")
+    b.add_argument("--config", default="quick", choices=["smoke", "quick", "authors", "paper"],
+                   help="model sizes: the quick presets (default), the smoke presets, the "
+                        "authors' CoWorld model at batch 16 x 50, or the paper presets")
+    b.add_argument("--updates", type=int, help="timed updates per family (default 3, or 2 "
+                                               "for authors/paper)")
+    b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    b.add_argument("--quiet", action="store_true", help="print the table only")
+    b.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _cmd_bench(args) -> int:
+    from coworld_bench import bench
+
+    return bench.main(args)
 
 
 def _named_grid_names() -> list[str]:

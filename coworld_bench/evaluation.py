@@ -43,33 +43,55 @@ def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
     return out
 
 
-def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
-             record_values: bool = False, discount: float = 0.99, progress=None
-             ) -> dict[str, Any]:
-    returns, successes, values, rewards = [], [], [], []
-    start = time.perf_counter()
-    for j in range(episodes):
-        obs, _ = env.reset(seed=eval_seed(seed, eval_index, j))
-        state = algorithm.initial_state()
-        total, success, done = 0.0, False, False
-        ep_values, ep_rewards = [], []
-        while not done:
-            action, state = algorithm.policy(obs, state, deterministic=True)
-            if record_values:
-                value = algorithm.value(obs, state)
-                ep_values.append(np.nan if value is None else float(value))
-            obs, reward, terminated, truncated, info = env.step(action)
-            ep_rewards.append(reward)
-            total += reward
-            success = success or bool(info.get("success", False))
-            done = terminated or truncated
-        returns.append(total)
-        successes.append(success)
+class _Episode:
+    """One evaluation episode in progress (its policy state, what it recorded)."""
+
+    def __init__(self, index: int, obs, algorithm):
+        self.index, self.obs = index, obs
+        self.state = algorithm.initial_state()
+        self.total, self.success, self.done = 0.0, False, False
+        self.values: list[float] = []
+        self.rewards: list[float] = []
+
+    def act(self, algorithm, record_values: bool):
+        action, self.state = algorithm.policy(self.obs, self.state, deterministic=True)
         if record_values:
-            values.append(ep_values)
-            rewards.append(ep_rewards)
-        if progress is not None:
-            progress.update(1)
+            value = algorithm.value(self.obs, self.state)
+            self.values.append(np.nan if value is None else float(value))
+        return action
+
+    def take(self, obs, reward, terminated, truncated, info) -> None:
+        self.obs = obs
+        self.rewards.append(reward)
+        self.total += reward
+        self.success = self.success or bool(info.get("success", False))
+        self.done = terminated or truncated
+
+
+def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
+             record_values: bool = False, discount: float = 0.99, progress=None,
+             workers: "EnvWorkers | None" = None) -> dict[str, Any]:
+    """``workers``: simulators in worker processes; the episodes then run side by side
+    (the policy acting for each in turn while the others' simulators step), with the
+    same seeds and so the same results as one after another in ``env``."""
+    start = time.perf_counter()
+    if workers is not None and episodes > 1 and workers.size > 1:
+        finished = _evaluate_parallel(algorithm, workers, episodes, seed, eval_index,
+                                      record_values, progress)
+    else:
+        finished = []
+        for j in range(episodes):
+            obs, _ = env.reset(seed=eval_seed(seed, eval_index, j))
+            episode = _Episode(j, obs, algorithm)
+            while not episode.done:
+                episode.take(*env.step(episode.act(algorithm, record_values)))
+            finished.append(episode)
+            if progress is not None:
+                progress.update(1)
+    returns = [e.total for e in finished]
+    successes = [e.success for e in finished]
+    values = [e.values for e in finished]
+    rewards = [e.rewards for e in finished]
     result = {"returns": [float(r) for r in returns], "success": successes,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)),
               "seconds_per_episode": (time.perf_counter() - start) / episodes}
@@ -79,6 +101,103 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
         true = np.stack([discounted_returns(r, discount) for r in reward])
         result["trace"] = {"value": value, "reward": reward, "discounted_return": true}
     return result
+
+
+def _evaluate_parallel(algorithm, workers: "EnvWorkers", episodes: int, seed: int,
+                       eval_index: int, record_values: bool, progress) -> list[_Episode]:
+    pending = list(range(episodes))
+    running: dict[int, _Episode] = {}  # worker -> its episode
+    finished: list[_Episode] = []
+
+    def start(worker: int) -> None:
+        j = pending.pop(0)
+        obs, _ = workers.call(worker, "reset", seed=eval_seed(seed, eval_index, j))
+        running[worker] = _Episode(j, obs, algorithm)
+
+    for worker in range(min(workers.size, episodes)):
+        start(worker)
+    while running:
+        # Each simulator steps while the policy acts for the next episode.
+        for worker, episode in running.items():
+            workers.send(worker, "step", episode.act(algorithm, record_values))
+        for worker in list(running):
+            episode = running[worker]
+            episode.take(*workers.receive(worker))
+            if episode.done:
+                finished.append(running.pop(worker))
+                if progress is not None:
+                    progress.update(1)
+                if pending:
+                    start(worker)
+    return sorted(finished, key=lambda e: e.index)
+
+
+def _env_worker(pipe, make_env) -> None:
+    env = make_env()
+    try:
+        while True:
+            command, args, kwargs = pipe.recv()
+            if command == "close":
+                break
+            try:
+                pipe.send((True, getattr(env, command)(*args, **kwargs)))
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                pipe.send((False, f"{type(e).__name__}: {e}"))
+    finally:
+        env.close()
+
+
+class EnvWorkers:
+    """``size`` copies of an environment, each in its own process (``make_env``: a
+    picklable function making one), for evaluation episodes side by side."""
+
+    def __init__(self, make_env, size: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.size = size
+        self.pipes, self.processes = [], []
+        for _ in range(size):
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_env_worker, args=(child, make_env), daemon=True)
+            process.start()
+            child.close()
+            self.pipes.append(parent)
+            self.processes.append(process)
+
+    def send(self, worker: int, command: str, *args, **kwargs) -> None:
+        self.pipes[worker].send((command, args, kwargs))
+
+    def receive(self, worker: int):
+        try:
+            ok, value = self.pipes[worker].recv()
+        except EOFError:
+            raise RuntimeError(f"Evaluation worker {worker} died (exit code "
+                               f"{self.processes[worker].exitcode}).") from None
+        if not ok:
+            raise RuntimeError(f"Evaluation worker {worker}: {value}")
+        return value
+
+    def call(self, worker: int, command: str, *args, **kwargs):
+        self.send(worker, command, *args, **kwargs)
+        return self.receive(worker)
+
+    def close(self) -> None:
+        for pipe, process in zip(self.pipes, self.processes):
+            try:
+                pipe.send(("close", (), {}))
+            except (BrokenPipeError, OSError):
+                pass
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+        self.pipes, self.processes = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def random_action_returns(task: str, episodes: int, seed: int = 0, eval_index: int = 1,

@@ -128,6 +128,13 @@ def test_eval_command(finished, cli):
     assert "at step 20" in result.stdout and "over 1 episodes" in result.stdout
     assert cli("eval", run_dir(out), "--episodes", "1").stdout == result.stdout
     assert reference["final"]["mean"] is not None
+    # Episodes side by side in two simulator processes give what one after another gives.
+    side_by_side = cli("eval", run_dir(out), "--episodes", "3", "--eval-workers", "2")
+    one_by_one = cli("eval", run_dir(out), "--episodes", "3", "--eval-workers", "1")
+    assert side_by_side.returncode == 0, side_by_side.stderr
+    assert side_by_side.stdout == one_by_one.stdout and "over 3 episodes" in one_by_one.stdout
+    first = result.stdout.split("returns ")[1].strip()
+    assert one_by_one.stdout.split("returns ")[1].split(", ")[0] == first  # the same seed
 
 
 def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, own_root, tmp_path):
