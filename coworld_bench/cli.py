@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _cmd_run(args) -> int:
         algo=args.algo, pair=args.pair, source=args.source, target=args.target, seed=args.seed,
         preset=args.preset, overrides=runner.parse_overrides(args.set), device=args.device,
         out=args.out, force=args.force, progress=not args.quiet, yes=args.yes,
-        eval_workers=args.eval_workers)
+        eval_workers=args.eval_workers, compile=args.compile)
     run = runner.prepare(request)
     run.execute()
     return 0
@@ -228,8 +229,8 @@ def _cmd_data(args) -> int:
                 data.default_root() / task_id / f"{config.quality}-{config.behaviour}-seed{config.seed}")
         print(f"Collecting {config.task_id} {config.quality} ({config.behaviour}, "
               f"{config.episodes} episodes at most) into {out}")
-        manifest = collect_lib.collect(config, out, workers=args.workers,
-                                       progress=not args.quiet)
+        workers = args.workers or min(os.cpu_count() or 1, config.episodes)
+        manifest = collect_lib.collect(config, out, workers=workers, progress=not args.quiet)
         _print_manifest(out, manifest)
         return 0
     if args.data_command == "import":
@@ -320,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="behaviour policy (default: the card's, or dreamerv2 / random)")
     c.add_argument("--episodes", type=int, help="episode budget")
     c.add_argument("--steps", type=int, help="step budget (rounded up to whole episodes)")
-    c.add_argument("--workers", type=int, default=1, help="simulator processes")
+    c.add_argument("--workers", type=int,
+                   help="simulator processes (default: one per core); the data do not depend "
+                        "on it")
     c.add_argument("--seed", type=int)
     c.add_argument("--fast-render", action="store_true",
                    help="shadows/reflections off (recorded; evaluation must match)")
@@ -363,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation episodes side by side in N simulator processes (default: "
                         "one per episode up to the cores; 1: one after another). Results do "
                         "not depend on it.")
+    r.add_argument("--compile", default="auto", metavar="BACKEND",
+                   help="torch.compile the world model's and imagination's loops: auto "
+                        "(default: inductor on CUDA, off on a CPU), off, or a backend name; "
+                        "a failed compilation falls back to eager with a warning")
     r.set_defaults(func=_cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint",

@@ -105,6 +105,9 @@ class RunRequest:
     # one per episode up to the cores; 1: one after another in this process). The
     # results are the same either way.
     eval_workers: int | None = None
+    # torch.compile backend for the algorithms' hot loops: "auto" (inductor on CUDA, none
+    # on a CPU), "off", or a backend name (inductor, aot_eager, ...).
+    compile: str = "auto"
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -405,7 +408,8 @@ class Run:
             print(f"The target dataset is missing: generating it into {self.dataset_directory} "
                   f"({self.collect_config.quality}, {self.collect_config.behaviour} behaviour, "
                   f"{self.collect_config.episodes} episodes at most).")
-            collect(self.collect_config, self.dataset_directory, progress=self.request.progress)
+            collect(self.collect_config, self.dataset_directory, progress=self.request.progress,
+                    workers=min(os.cpu_count() or 1, self.collect_config.episodes))
         from coworld_bench.data import Dataset
 
         dataset = Dataset(self.dataset_directory) if self.dataset_directory else None
@@ -459,6 +463,11 @@ class Run:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        from coworld_bench.algorithm import set_compile_backend
+
+        backend = {"auto": "inductor" if self.device.type == "cuda" else None,
+                   "off": None}.get(self.request.compile, self.request.compile)
+        set_compile_backend(backend)
         if self.device.type == "cpu":
             # Denormal floats (weights and activations decaying towards zero) run many
             # times slower on x86 CPUs; flushed to zero they change nothing that matters.

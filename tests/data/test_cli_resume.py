@@ -14,7 +14,8 @@ from coworld_bench.data import verify_dataset
 from .conftest import TINY
 
 COMMAND = [sys.executable, "-m", "coworld_bench.cli", "data", "collect", "--task", "DC",
-           "--quality", "random", "--episodes", "2", "--seed", "0", "--fast-render", "--quiet"]
+           "--quality", "random", "--episodes", "2", "--seed", "0", "--fast-render", "--quiet",
+           "--workers", "1"]  # one episode at a time: the kill lands inside the second
 
 
 def test_sigkill_then_resume_gives_identical_dataset(tiny_dataset, tmp_path):

@@ -15,6 +15,15 @@ from coworld_bench.data.format import FORMAT_VERSION, sha256_file
 from .conftest import TINY
 
 
+def test_collection_with_a_process_per_episode_gives_the_same_data(tiny_dataset, tmp_path):
+    """Episodes are seeded by their index: two worker processes write the files one
+    process writes (the runner collects with one worker per core)."""
+    manifest = collect(CollectConfig(**TINY), tmp_path / "two", workers=2, progress=False)
+    reference = json.loads((tiny_dataset / "manifest.json").read_text())
+    assert [e["sha256"] for e in manifest["episodes"]] == \
+        [e["sha256"] for e in reference["episodes"]]
+
+
 def test_manifest_describes_the_data(tiny_dataset):
     manifest = json.loads((tiny_dataset / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION
