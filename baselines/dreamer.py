@@ -56,7 +56,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.nets import adam, mlp
-from coworld_bench.algorithm import Choice, Range, TrainConfig
+from coworld_bench.algorithm import Choice, Range, TrainConfig, compile_backend
 from coworld_bench.errors import ConfigError
 from coworld_bench.seeding import RandomStates
 
@@ -728,6 +728,31 @@ def detach_states(states: dict) -> dict:
     return {k: v.detach() for k, v in states.items() if k in ("deter", "stoch")}
 
 
+# Compilation (the GPU path) ------------------------------------------------------------
+
+class Compiled:
+    """``torch.compile(fn)`` with static shapes, falling back to ``fn`` (once, with a
+    warning) if compilation fails; calls with per-step prior heads (Offline DV2's
+    random draws, which would recompile every call) run eagerly."""
+
+    def __init__(self, fn: Callable, backend: str, name: str):
+        self.eager, self.name, self.failed = fn, name, False
+        self.compiled = torch.compile(fn, backend=backend, dynamic=False)
+
+    def __call__(self, *args, **kwargs):
+        if self.failed or kwargs.get("heads") is not None or kwargs.get("all_heads"):
+            return self.eager(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly
+            import warnings
+
+            warnings.warn(f"torch.compile of {self.name} failed ({type(e).__name__}: "
+                          f"{str(e)[:200]}); running it eagerly.")
+            self.failed = True
+            return self.eager(*args, **kwargs)
+
+
 class DreamerAgent(nn.Module):
     """World model + actor-critic + optimisers: one DreamerV2 agent.
 
@@ -746,6 +771,14 @@ class DreamerAgent(nn.Module):
         self.device = device
         self.wm = WorldModel(cfg, action_dim, state_dim).to(device)
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, action_dim).to(device)
+        if torch.device(device).type == "cuda":
+            # Image batches arrive channels-last (NHWC permuted); so do the conv weights.
+            self.wm.encoder.to(memory_format=torch.channels_last)
+            self.wm.decoder.to(memory_format=torch.channels_last)
+        backend = compile_backend()  # the run's --compile (default: inductor on CUDA)
+        if backend:  # the two sequential loops of every update
+            self.wm.rssm.observe = Compiled(self.wm.rssm.observe, backend, "RSSM.observe")
+            self.ac.imagine = Compiled(self.ac.imagine, backend, "imagination")
         self.model_opt = Optimizer(self.wm.parameters(), cfg.model_lr, cfg.grad_clip,
                                    cfg.weight_decay)
         self.rng = np.random.default_rng(seed)
@@ -793,8 +826,8 @@ class DreamerAgent(nn.Module):
     def imagine(self, post: dict, heads=None, all_heads: bool = False, ac=None) -> dict:
         """Imagination of ``horizon`` steps from every posterior state; call it (and the
         loss on its trajectory) inside ``frozen_model()``."""
-        return (ac or self.ac).imagine(self.wm, flatten_states(post), self.cfg.horizon, heads,
-                                       all_heads)
+        return (ac or self.ac).imagine(self.wm, flatten_states(post), self.cfg.horizon,
+                                       heads=heads, all_heads=all_heads)
 
     def behaviour_loss(self, post: dict, ac=None) -> tuple[Losses, Scales, dict]:
         """DreamerV2's actor-critic loss in imagination from ``post`` on the model's

@@ -247,6 +247,20 @@ BASE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+_COMPILE_BACKEND: list[str | None] = [None]
+
+
+def compile_backend() -> str | None:
+    """The torch.compile backend this run asks algorithms to compile their hot loops
+    with (``run --compile``: default "inductor" on CUDA, none on a CPU), or None."""
+    return _COMPILE_BACKEND[0]
+
+
+def set_compile_backend(backend: str | None) -> None:
+    """Set by the runner before it builds the algorithm."""
+    _COMPILE_BACKEND[0] = backend or None
+
+
 @dataclasses.dataclass
 class RunContext:
     """What an algorithm is built from.

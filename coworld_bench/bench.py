@@ -166,7 +166,8 @@ def overrides_for(algo: str, config: str) -> tuple[str, dict[str, Any]]:
     return "paper", {}
 
 
-def build(algo: str, config: str, data_root: Path, out: Path, device: str):
+def build(algo: str, config: str, data_root: Path, out: Path, device: str,
+          compile: str = "auto"):
     """The algorithm object of ``coworld-bench run`` (pair BP-DC or target DC) on the
     bench's small real Drawer Close dataset; CoWorld's source replay gets one random
     episode so that the source step has sequences to sample."""
@@ -181,7 +182,8 @@ def build(algo: str, config: str, data_root: Path, out: Path, device: str):
     os.environ["COWORLD_BENCH_DATA"] = str(data_root)
     try:
         run = prepare(RunRequest(algo=algo, preset=preset, overrides=overrides, device=device,
-                                 out=str(out), progress=False, yes=True, **task))
+                                 out=str(out), progress=False, yes=True, compile=compile,
+                                 **task))
     finally:
         if previous is None:
             os.environ.pop("COWORLD_BENCH_DATA", None)

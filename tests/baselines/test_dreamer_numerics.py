@@ -300,3 +300,35 @@ def test_optimize_clips_each_part_and_steps_only_the_parts_it_trains():
     assert set(k.split("/")[0] for k in metrics) == {"model"}
     assert all(torch.equal(a, p) for a, p in zip(actor_before, agent.ac.actor.parameters()))
     assert all(torch.isfinite(p).all() for p in agent.wm.parameters())
+
+
+def test_compiled_loops_give_the_eager_numbers(data_root, tmp_path):
+    """`run --compile BACKEND` (the default on CUDA): the posterior loop and imagination
+    go through torch.compile with static shapes; here with the aot_eager backend (the
+    graph capture and autograd tracing of the GPU path, without code generation): the
+    same metrics as eager CoWorld updates, and no fallback taken."""
+    from baselines.dreamer import Compiled
+    from coworld_bench.algorithm import set_compile_backend
+    from coworld_bench.bench import build, updates_of
+
+    results = []
+    for backend in ("aot_eager", "off"):
+        try:
+            algorithm, _, _ = build("coworld", "smoke", data_root, tmp_path / backend, "cpu",
+                                    compile=backend)
+        finally:
+            set_compile_backend(None)
+        observe = algorithm.target.wm.rssm.observe
+        assert isinstance(observe, Compiled) == (backend != "off")
+        torch.manual_seed(0)
+        metrics = {}
+        for name, update in updates_of("coworld", algorithm).items():
+            for _ in range(2):
+                metrics.update({f"{name}/{k}": float(v) for k, v in update().items()})
+        if backend != "off":
+            assert not observe.failed and not algorithm.target.ac.imagine.failed
+        results.append(metrics)
+    compiled, eager = results
+    assert compiled.keys() == eager.keys()
+    for key in eager:
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), key
