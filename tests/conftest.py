@@ -20,7 +20,8 @@ def pytest_collection_modifyitems(config, items):
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
-        group = "shared-runs" if "shared_runs" in item.fixturenames else item.module.__name__
+        shared = "shared_runs" in item.fixturenames or item.get_closest_marker("shared_runs")
+        group = "shared-runs" if shared else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
 
 

@@ -9,14 +9,16 @@ import torch
 
 CASES = [
     ("dreamerv2", ["--target", "WW"], "WW"),
-    ("offline-dv2", ["--target", "DC"], "DC"),
+    pytest.param("offline-dv2", ["--target", "DC"], "DC", marks=pytest.mark.shared_runs,
+                 id="offline-dv2"),
     ("dv2-finetune", ["--pair", "BP-DC"], "BP-DC"),
     ("dv2-finetune-ewc", ["--pair", "BP-DC"], "BP-DC"),
     ("multitask-dv2", ["--pair", "WW-WD"], "WW-WD"),
 ]
 
 
-@pytest.mark.parametrize("algo,args,name", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("algo,args,name", CASES,
+                         ids=[getattr(c, "id", None) or c[0] for c in CASES])
 def test_smoke_run(algo, args, name, cli, tmp_path, request):
     if algo == "offline-dv2":  # made by the session's shared runs (tests/conftest.py)
         d = request.getfixturevalue("shared_runs") / name / algo / "seed0"
