@@ -129,10 +129,10 @@ def test_eval_command(finished, cli):
     assert cli("eval", run_dir(out), "--episodes", "1").stdout == result.stdout
     assert reference["final"]["mean"] is not None
     # Episodes side by side in two simulator processes give what one after another gives.
-    side_by_side = cli("eval", run_dir(out), "--episodes", "3", "--eval-workers", "2")
-    one_by_one = cli("eval", run_dir(out), "--episodes", "3", "--eval-workers", "1")
+    side_by_side = cli("eval", run_dir(out), "--episodes", "2", "--eval-workers", "2")
+    one_by_one = cli("eval", run_dir(out), "--episodes", "2", "--eval-workers", "1")
     assert side_by_side.returncode == 0, side_by_side.stderr
-    assert side_by_side.stdout == one_by_one.stdout and "over 3 episodes" in one_by_one.stdout
+    assert side_by_side.stdout == one_by_one.stdout and "over 2 episodes" in one_by_one.stdout
     first = result.stdout.split("returns ")[1].strip()
     assert one_by_one.stdout.split("returns ")[1].split(", ")[0] == first  # the same seed
 
