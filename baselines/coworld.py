@@ -336,14 +336,16 @@ class CoWorld(Algorithm):
 
     # Target step: (A) and (C) --------------------------------------------------------
 
-    def select_source(self, target_embed, images) -> tuple[int, dict]:
-        """Picks the source for this target step; logs it (one-hot) and appends it to
+    def select_source(self, target_embed, images) -> tuple[int, torch.Tensor, dict]:
+        """Picks the source for this target step: its index and its encoder's embedding
+        of ``images`` (no gradient; each source encoder runs once per step); with
+        several sources, logs the choice (one-hot) and appends it to
         ``work/source_selection.csv`` (one line per target step)."""
-        if len(self.sources) == 1:
-            return 0, {}
         with torch.no_grad():
-            embeds = [s.agent.wm.encoder(images).float() for s in self.sources]
-        chosen, kls = closest_source(embeds, target_embed.float())
+            embeds = [s.agent.wm.encoder(images) for s in self.sources]
+        if len(self.sources) == 1:
+            return 0, embeds[0], {}
+        chosen, kls = closest_source([e.float() for e in embeds], target_embed.float())
         self.selection_counts[chosen] += 1
         self.target_steps += 1
         scalars = {f"select_kl/{s.task.code}": kl for s, kl in zip(self.sources, kls)}
@@ -353,7 +355,7 @@ class CoWorld(Algorithm):
             "source_selection.csv",
             ["target_step", "selected", *[f"kl_{s.task.id}" for s in self.sources]],
             [self.target_steps, self.sources[chosen].task.id, *[f"{kl:.6g}" for kl in kls]])
-        return chosen, scalars
+        return chosen, embeds[chosen], scalars
 
     def target_model_loss(self, batch):
         """Eq. (3): the target world model's DreamerV2 loss plus (A), the domain
@@ -363,9 +365,7 @@ class CoWorld(Algorithm):
         losses, scales, aux = self.target.model_loss(batch)
         chosen, metrics = 0, {}
         if cfg.source_obs == "image":  # a state source has no image encoder: (A) is off
-            chosen, metrics = self.select_source(aux["embed"], batch["image"])
-            with torch.no_grad():
-                source_embed = self.sources[chosen].agent.wm.encoder(batch["image"])
+            chosen, source_embed, metrics = self.select_source(aux["embed"], batch["image"])
             kl = state_alignment_loss(source_embed.float(), aux["embed"].float())
             metrics["alignment_kl"] = kl.detach()
             if not cfg.no_state_align:
