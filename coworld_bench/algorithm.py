@@ -186,6 +186,9 @@ class TrainConfig:
       dataset_seed: its seed.
       dataset_dir: an explicit dataset directory (overrides the four above).
       fast_render: shadows/reflections off, for the dataset and evaluation alike.
+      random_baseline: after the final evaluation, also the return of uniformly random
+        actions on the same evaluation seeds (cached in the data root), printed beside
+        the final return and kept in result.json.
     """
 
     train_steps: int = 100_000
@@ -200,6 +203,7 @@ class TrainConfig:
     dataset_seed: int = 0
     dataset_dir: str = ""
     fast_render: bool = False
+    random_baseline: bool = True
 
     checks: ClassVar[dict[str, Range | Choice]] = {
         "train_steps": Range(1), "eval_every": Range(0), "eval_episodes": Range(1),
@@ -239,7 +243,7 @@ class TrainConfig:
 BASE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(train_steps=20, eval_every=10, eval_episodes=1, checkpoint_every=5,
                   log_every=5, dataset_quality="random", dataset_behaviour="random",
-                  dataset_episodes=2, fast_render=True),
+                  dataset_episodes=2, fast_render=True, random_baseline=False),
     "quick": dict(train_steps=2_000, eval_every=1_000, eval_episodes=3, checkpoint_every=500,
                   log_every=50, dataset_quality="medium-replay", dataset_behaviour="scripted",
                   dataset_episodes=20, fast_render=True),

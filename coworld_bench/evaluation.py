@@ -16,7 +16,10 @@ the report's training-time table.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -221,3 +224,37 @@ def random_action_returns(task: str, episodes: int, seed: int = 0, eval_index: i
         out.append(float(total))
     env.close()
     return out
+
+
+RANDOM_CACHE_VERSION = 1
+
+
+def random_action_baseline(task: str, episodes: int, seed: int, eval_index: int,
+                           cache_dir: str | Path | None = None, **env_options) -> dict[str, Any]:
+    """``random_action_returns`` summarised (mean, std, returns), computed once per
+    task, env options, run seed, evaluation point and episode count and kept as JSON
+    in ``cache_dir`` (e.g. the data root), so that every run on the same evaluation
+    seeds reads the same numbers. ``cached`` says whether they were read back."""
+    from coworld_bench.data.format import atomic_write_json
+
+    key = {"version": RANDOM_CACHE_VERSION, "task": task, "episodes": int(episodes),
+           "seed": int(seed), "eval_index": int(eval_index),
+           "env_options": {k: env_options[k] for k in sorted(env_options)}}
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"{task}-seed{seed}-{digest}.json"
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                return {**stored["result"], "cached": True}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # absent or unreadable: computed again and rewritten
+    returns = random_action_returns(task, episodes, seed=seed, eval_index=eval_index,
+                                    **env_options)
+    result = {"mean": float(np.mean(returns)), "std": float(np.std(returns)),
+              "returns": returns}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"key": key, "result": result})
+    return {**result, "cached": False}

@@ -399,8 +399,11 @@ class Run:
         state = self._check_existing()
         if state == "finished":
             result = json.loads((self.dir / "result.json").read_text())
+            random = result.get("random_action")
+            beside = (f"; random actions {random['mean']:.1f} ± {random['std']:.1f}"
+                      if random else "")
             print(f"{self.dir} is finished (final return {result['final']['mean']:.1f} ± "
-                  f"{result['final']['std']:.1f}); use --force to train it again.")
+                  f"{result['final']['std']:.1f}{beside}); use --force to train it again.")
             return result
         if self.collect_config is not None:
             from coworld_bench.data import collect
@@ -481,6 +484,7 @@ class Run:
             make_target = lambda: envs.make(self.target.id, seed=seed + 1,  # noqa: E731
                                             **eval_options)
         eval_env = envs.make(self.target.id, seed=seed, **eval_options)
+        self._eval_options = eval_options
         self._make_eval_env = functools.partial(envs.make, self.target.id, seed=seed,
                                                 **eval_options)
         if dataset is not None:
@@ -723,18 +727,36 @@ class Run:
                              "mean_error": float(error.mean()) if has_value else None,
                              "discount": cfg.discount}
         curve = [json.loads(line) for line in (self.dir / "eval.jsonl").read_text().splitlines()]
+        wall_time = time.perf_counter() - start
+        random = self._random_baseline(eval_index + 1) if cfg.random_baseline else None
         result = {
             **self.identity(),
             "steps": step,
             "final": final,
             "eval_curve": [{"step": r["step"], "mean": r["mean"]} for r in curve],
             "value_trace": value_summary,
-            "wall_time_s": time.perf_counter() - start,
+            "random_action": random,
+            "wall_time_s": wall_time,
         }
         atomic_write_json(self.dir / "result.json", result)
         print(f"Finished {self.dir}: return {final['mean']:.1f} ± {final['std']:.1f} over "
-              f"{cfg.eval_episodes} episodes.")
+              f"{cfg.eval_episodes} episodes (seed {self.request.seed}, evaluation point "
+              f"{eval_index + 1}).")
+        if random is not None:
+            print(f"  Uniformly random actions on the same evaluation seeds: "
+                  f"{random['mean']:.1f} ± {random['std']:.1f}.")
         return result
+
+    def _random_baseline(self, eval_index: int) -> dict[str, Any]:
+        """The random-action return of the final evaluation's episodes (same task, env
+        options and seeds), from the data root's cache when it has it."""
+        from coworld_bench.data import default_root
+        from coworld_bench.evaluation import random_action_baseline
+
+        return random_action_baseline(self.target.id, self.config.eval_episodes,
+                                      self.request.seed, eval_index,
+                                      cache_dir=default_root() / "random-actions",
+                                      **self._eval_options)
 
 
 

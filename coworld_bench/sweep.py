@@ -90,6 +90,9 @@ class Block:
     algos: tuple[str, ...]
     per_target: tuple[str, ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()
+    # Settings of the grid's scale (e.g. the updates of a study): every run of the block
+    # gets them, as it gets --set, but they name no grid point (no folder of their own).
+    scale: tuple[tuple[str, Any], ...] = ()
 
     @property
     def pair_algos(self) -> tuple[str, ...]:
@@ -105,6 +108,7 @@ class NamedGrid:
     name: str
     about: str
     blocks: tuple[Block, ...]
+    preset: str | None = None  # the preset its scale is written for (None: any)
 
     @property
     def algos(self) -> list[str]:
@@ -125,6 +129,17 @@ OFFLINE_BASELINES = ("offline-dv2", "drq-bc", "cql", "curl", "lompo")
 # Meta-World values beta2=1, k=0.3, alpha=2, which are the default run itself.
 SENSITIVITY_VALUES = {"beta2": (0.1, 0.5, 2.0, 5.0), "k": (0.1, 0.5, 0.7, 0.9),
                       "alpha": (0.5, 1.0, 3.0, 5.0)}
+# study:cpu: every algorithm gets CoWorld's quick budget of 900 updates. CoWorld spends
+# 300 of them pretraining its source online on 1,500 env steps, and so does DV2 Finetune
+# here; Offline DV2 trains its world model for half of them (as its quick preset does),
+# DrQ+BC and BC decay their exploration std over half of them (likewise).
+STUDY_UPDATES = 900
+STUDY_SCALE = {
+    "offline-dv2": (("train_steps", STUDY_UPDATES), ("model_updates", STUDY_UPDATES // 2)),
+    "dv2-finetune": (("train_steps", STUDY_UPDATES), ("pretrain_env_steps", 1_500)),
+    "drq-bc": (("train_steps", STUDY_UPDATES), ("std_decay_updates", STUDY_UPDATES // 2)),
+    "bc": (("train_steps", STUDY_UPDATES), ("std_decay_updates", STUDY_UPDATES // 2)),
+}
 ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align",
              "coworld-no-value-constraint", "coworld-brute-force")
 
@@ -169,6 +184,20 @@ def _named_grids() -> dict[str, NamedGrid]:
                    *[Block(("DC-BP",), ("coworld",), settings=((name, value),))
                      for name, values in SENSITIVITY_VALUES.items() for value in values])),
     ]
+    study = ("BP-DC", "DC-BP")
+    grids.append(NamedGrid(
+        "study:cpu", "A study sized for a 2-core CPU (--preset quick, 3 seeds: a few "
+                     "hours): CoWorld, Offline DV2, DV2 Finetune, DrQ+BC and BC on two "
+                     "Table-2 pairs, every run 900 updates (CoWorld's quick schedule), plus "
+                     "CoWorld w/o Max on BP-DC",
+        tuple(Block(pairs, (algo,), per_target, scale=scale) for pairs, algo, scale in (
+            (study, "coworld", ()),
+            (study, "offline-dv2", STUDY_SCALE["offline-dv2"]),
+            (study, "dv2-finetune", STUDY_SCALE["dv2-finetune"]),
+            (study, "drq-bc", STUDY_SCALE["drq-bc"]),
+            (study, "bc", STUDY_SCALE["bc"]),
+            (study[:1], "coworld-brute-force", ()))),
+        preset="quick"))
     return {g.name: g for g in grids}
 
 
@@ -209,6 +238,7 @@ class Job:
     target: str | None
     seed: int
     variant: tuple[tuple[str, str], ...] = ()
+    scale: tuple[tuple[str, str], ...] = ()  # the named grid's scale settings (no folder)
 
     @property
     def run_name(self) -> str:
@@ -316,6 +346,10 @@ def _blocks(request: SweepRequest) -> list[Block]:
             if grid is None:
                 raise SweepError(f"Unknown named grid {name!r}; valid named grids: "
                                  f"{_valid_grid_names()}.")
+            if grid.preset is not None and request.preset != grid.preset:
+                raise SweepError(f"{name} is sized for --preset {grid.preset} (its runs' "
+                                 f"updates are set for that scale), not {request.preset!r}: "
+                                 f"add --preset {grid.preset}.")
             blocks += grid.blocks
         if request.algos:
             offered = list(dict.fromkeys(a for b in blocks for a in b.algos))
@@ -367,10 +401,11 @@ def expand(request: SweepRequest) -> list[Job]:
     jobs: list[Job] = []
     for block in _blocks(request):
         settings = tuple((k, _plain(v)) for k, v in block.settings)
-        for key, _ in settings:
+        scale = tuple(sorted((k, _plain(v)) for k, v in block.scale))
+        for key, _ in settings + scale:
             if key in common or key in {k for k, _ in grid}:
                 raise SweepError(f"{key} is a setting of the named grid itself "
-                                 f"({key}={dict(settings)[key]}); leave it out of "
+                                 f"({key}={dict(settings + scale)[key]}); leave it out of "
                                  "--set/--grid, or sweep its pairs without the named grid.")
         pairs, targets = [], []
         for name in block.pairs:
@@ -386,16 +421,23 @@ def expand(request: SweepRequest) -> list[Job]:
             variant = tuple(sorted(settings + point))
             for algo in block.algos:
                 if algo in block.per_target:
-                    jobs += [Job(algo, None, t, s, variant) for t in targets for s in request.seeds]
+                    jobs += [Job(algo, None, t, s, variant, scale)
+                             for t in targets for s in request.seeds]
                 else:
-                    jobs += [Job(algo, p, None, s, variant) for p in pairs for s in request.seeds]
+                    jobs += [Job(algo, p, None, s, variant, scale)
+                             for p in pairs for s in request.seeds]
     unique = list(dict.fromkeys(jobs))
+    ids: dict[str, Job] = {}
+    for job in unique:
+        if ids.setdefault(job.id, job) != job:
+            raise SweepError(f"{job.id} is asked twice with different scale settings "
+                             f"({dict(ids[job.id].scale)} and {dict(job.scale)}).")
     order = {job: i for i, job in enumerate(unique)}
     return sorted(unique, key=lambda j: (request.seeds.index(j.seed), order[j]))
 
 
 def job_overrides(request: SweepRequest, job: Job) -> dict[str, str]:
-    return {**_parse_sets(request.settings), **dict(job.variant)}
+    return {**_parse_sets(request.settings), **dict(job.scale), **dict(job.variant)}
 
 
 def run_command(request: SweepRequest, job: Job, root: Path) -> list[str]:
@@ -453,7 +495,7 @@ def check_settings(request: SweepRequest, jobs: list[Job], log=print) -> dict[st
                              f"source, but the sweep runs it on "
                              f"{'a pair' if wants_pair else 'a target'} (a named grid out of "
                              "date with the algorithm).")
-        key = (job.algo, job.pair, job.target, job.variant)
+        key = (job.algo, job.pair, job.target, job.variant, job.scale)
         if key not in resolved:
             try:
                 config = cls.make_config(request.preset, job_overrides(request, job))
@@ -555,8 +597,13 @@ def dry_run_text(request: SweepRequest, jobs: list[Job], root: Path) -> str:
     algos = list(dict.fromkeys(j.algo for j in jobs))
     lines = [f"Sweep of {len(jobs)} runs ({len(cells)} cells, {len(algos)} algorithms, preset "
              f"{request.preset}) into {root}:", ""]
-    lines.append(_table(rows, ["grid point", "algorithm", "pair/target", "seeds", "runs",
-                               "GPU-h/run", "GPU-h"]))
+    headers = ["grid point", "algorithm", "pair/target", "seeds", "runs", "GPU-h/run", "GPU-h"]
+    if any(j.scale for j in jobs):  # a named grid's scale settings, per cell
+        scales = [",".join(f"{k}={v}" for k, v in group[0].scale) or "-"
+                  for group in cells.values()]
+        rows = [[*row[:3], scale, *row[3:]] for row, scale in zip(rows, scales)]
+        headers = [*headers[:3], "scale", *headers[3:]]
+    lines.append(_table(rows, headers))
     lines += ["", f"Estimated GPU-hours: {known:,.0f}"
               + (f" + {unknown_runs} runs of unknown cost ("
                  + ", ".join(a for a in algos if per_run[a] is None) + ")"
@@ -836,7 +883,8 @@ class Sweep:
             command = run_command(self.request, job, self.root)
             old = manifest["jobs"].get(job_id)
             entry = {"id": job_id, "algo": job.algo, "pair": job.pair, "target": job.target,
-                     "seed": job.seed, "variant": dict(job.variant), "run_dir": job_id,
+                     "seed": job.seed, "variant": dict(job.variant), "scale": dict(job.scale),
+                     "run_dir": job_id,
                      "log": f"{LOGS}/{job.log_name}", "command": command,
                      "state": "pending", "exit_status": None, "attempts": 0, "pid": None,
                      "executor": self.request.executor, "submitit_job_id": None,
