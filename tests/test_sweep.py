@@ -36,9 +36,11 @@ def request(**kw):
     ("matrix:mw", 108, 36),  # coworld x 30 pairs + offline-dv2 x 6 targets
     ("paper:ablations", 15, 5),
     ("paper:sensitivity", 42, 14),  # default (coworld, dv2-finetune) + 3 settings x 4 values
+    # (coworld, dv2-finetune) x 2 pairs + 3 offline x 2 targets + w/o Max on one pair.
+    ("study:cpu", 33, 11),
 ])
 def test_named_grid_job_counts(name, runs, cells):
-    jobs = sweep.expand(request(pairs=[name]))
+    jobs = sweep.expand(request(pairs=[name], preset=sweep.NAMED_GRIDS[name].preset or "paper"))
     assert len(jobs) == runs and len(set(jobs)) == runs
     assert len({(j.variant, j.algo, j.where) for j in jobs}) == cells
     assert len({j.id for j in jobs}) == runs  # every job its own run directory
@@ -121,10 +123,44 @@ def test_dry_run_gpu_hours_by_hand(tmp_path):
 def test_every_named_grid_resolves_as_the_runner_will():
     """Each named grid's algorithms take pairs or targets as the algorithm says, and its
     settings exist and are valid (an algorithm that cannot be imported is only warned)."""
-    for name in sweep.NAMED_GRIDS:
-        jobs = sweep.expand(request(pairs=[name], seeds=[0]))
-        datasets = sweep.check_settings(request(pairs=[name]), jobs, log=lambda line: None)
+    for name, grid in sweep.NAMED_GRIDS.items():
+        req = request(pairs=[name], seeds=[0], preset=grid.preset or "paper")
+        jobs = sweep.expand(req)
+        datasets = sweep.check_settings(req, jobs, log=lambda line: None)
         assert set(datasets) == {j.id for j in jobs}
+
+
+def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
+    """study:cpu: its scale settings reach each run's command and resolved config (900
+    updates for every algorithm, CoWorld's quick schedule), but name no folder; the grid
+    refuses any preset but quick."""
+    from coworld_bench import registry, tasks
+
+    req = request(pairs=["study:cpu"], preset="quick", out=str(tmp_path))
+    jobs = sweep.expand(req)
+    assert {j.id.split("/")[0] for j in jobs} == {"BP-DC", "DC-BP", "BP", "DC"}
+    for job in jobs:
+        cls = registry.get(job.algo)
+        config = cls.make_config("quick", sweep.job_overrides(req, job))
+        pair = tasks.resolve_pair(job.pair) if job.pair else None
+        target = pair.target if pair else tasks.resolve_task(job.target)
+        config = cls.for_tasks(config, pair.source if pair else None, target)
+        assert config.train_steps == 900, job.id
+        command = sweep.run_command(req, job, tmp_path)
+        sets = [command[i + 1] for i, w in enumerate(command) if w == "--set"]
+        assert sets == [f"{k}={v}" for k, v in job.scale]
+        assert command[command.index("--out") + 1] == str(tmp_path.resolve())
+    dv2 = next(j for j in jobs if j.algo == "offline-dv2")
+    assert dict(dv2.scale) == {"train_steps": "900", "model_updates": "450"}
+    finetune = next(j for j in jobs if j.algo == "dv2-finetune")
+    assert dict(finetune.scale)["pretrain_env_steps"] == "1500"  # CoWorld's 300 source updates
+    assert {j.pair for j in jobs if j.algo == "coworld-brute-force"} == {"BP-DC"}
+    text = sweep.dry_run_text(req, jobs, tmp_path)
+    assert "model_updates=450,train_steps=900" in text.splitlines()[4 + 2]  # offline-dv2 DC
+    with pytest.raises(SweepError, match="sized for --preset quick"):
+        sweep.expand(request(pairs=["study:cpu"]))
+    with pytest.raises(SweepError, match="named grid itself"):
+        sweep.expand(request(pairs=["study:cpu"], preset="quick", settings=["train_steps=5"]))
 
 
 def test_bad_input_names_the_valid_choices(capsys, tmp_path):

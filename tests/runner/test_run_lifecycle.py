@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-SMOKE = ["run", "--algo", "bc", "--target", "DC", "--preset", "smoke", "--seed", "3", "--quiet"]
+SMOKE = ["run", "--algo", "bc", "--target", "DC", "--preset", "smoke", "--seed", "3", "--quiet",
+         "--set", "random_baseline=true"]
 
 
 def run_dir(out):
@@ -63,6 +64,34 @@ def test_run_directory_has_every_file(finished):
         assert g[-1] == pytest.approx(r[-1]) and g[-2] == pytest.approx(r[-2] + 0.99 * g[-1])
         assert np.isnan(trace["value"]).all()  # behaviour cloning has no critic
     assert list((d / "tb").glob("events.out.tfevents.*"))
+
+
+def test_random_action_return_beside_the_final_return(finished, own_root):
+    """The run prints (and keeps) uniformly random actions' return on its final
+    evaluation's seeds and env options, computed once into the data root's cache."""
+    from coworld_bench.evaluation import random_action_baseline, random_action_returns
+
+    out, result = finished
+    random = json.loads((run_dir(out) / "result.json").read_text())["random_action"]
+    assert "(seed 3, evaluation point 2)" in result.stdout
+    assert (f"Uniformly random actions on the same evaluation seeds: {random['mean']:.1f} ± "
+            f"{random['std']:.1f}.") in result.stdout
+    [cache] = (own_root / "random-actions").glob("mw-drawer-close-seed3-*.json")
+    key = json.loads(cache.read_text())["key"]
+    assert (key["episodes"], key["seed"], key["eval_index"]) == (1, 3, 2)
+    assert key["env_options"]["fast_render"] is True and key["env_options"]["action_dim"] == 4
+    # The same numbers from the simulator directly, on the final evaluation's seeds.
+    direct = random_action_returns("mw-drawer-close", 1, seed=3, eval_index=2,
+                                   **key["env_options"])
+    assert random["returns"] == direct and random["mean"] == pytest.approx(np.mean(direct))
+    again = random_action_baseline("mw-drawer-close", 1, 3, 2, cache_dir=cache.parent,
+                                   **key["env_options"])
+    assert again["cached"] and again["returns"] == direct
+    cache.write_text("{torn")  # unreadable: computed again and rewritten
+    fresh = random_action_baseline("mw-drawer-close", 1, 3, 2, cache_dir=cache.parent,
+                                   **key["env_options"])
+    assert not fresh["cached"] and fresh["returns"] == direct
+    assert json.loads(cache.read_text())["result"]["returns"] == direct
 
 
 def test_second_run_does_not_retrain(finished, cli, own_root):
