@@ -184,12 +184,12 @@ def _named_grids() -> dict[str, NamedGrid]:
                    *[Block(("DC-BP",), ("coworld",), settings=((name, value),))
                      for name, values in SENSITIVITY_VALUES.items() for value in values])),
     ]
-    study = ("BP-DC", "DC-BP")
+    study = ("DC-BP", "WC-DC")  # Table 2 pairs whose targets have scripted quick datasets
     grids.append(NamedGrid(
         "study:cpu", "A study sized for a 2-core CPU (--preset quick, 3 seeds: a few "
                      "hours): CoWorld, Offline DV2, DV2 Finetune, DrQ+BC and BC on two "
                      "Table-2 pairs, every run 900 updates (CoWorld's quick schedule), plus "
-                     "CoWorld w/o Max on BP-DC",
+                     "CoWorld w/o Max on DC-BP",
         tuple(Block(pairs, (algo,), per_target, scale=scale) for pairs, algo, scale in (
             (study, "coworld", ()),
             (study, "offline-dv2", STUDY_SCALE["offline-dv2"]),

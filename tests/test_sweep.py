@@ -138,7 +138,7 @@ def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
 
     req = request(pairs=["study:cpu"], preset="quick", out=str(tmp_path))
     jobs = sweep.expand(req)
-    assert {j.id.split("/")[0] for j in jobs} == {"BP-DC", "DC-BP", "BP", "DC"}
+    assert {j.id.split("/")[0] for j in jobs} == {"DC-BP", "WC-DC", "BP", "DC"}
     for job in jobs:
         cls = registry.get(job.algo)
         config = cls.make_config("quick", sweep.job_overrides(req, job))
@@ -154,9 +154,10 @@ def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
     assert dict(dv2.scale) == {"train_steps": "900", "model_updates": "450"}
     finetune = next(j for j in jobs if j.algo == "dv2-finetune")
     assert dict(finetune.scale)["pretrain_env_steps"] == "1500"  # CoWorld's 300 source updates
-    assert {j.pair for j in jobs if j.algo == "coworld-brute-force"} == {"BP-DC"}
+    assert {j.pair for j in jobs if j.algo == "coworld-brute-force"} == {"DC-BP"}
+    assert all(p in sweep.MW_PAIRS for p in {j.pair for j in jobs} - {None})  # Table 2 pairs
     text = sweep.dry_run_text(req, jobs, tmp_path)
-    assert "model_updates=450,train_steps=900" in text.splitlines()[4 + 2]  # offline-dv2 DC
+    assert "model_updates=450,train_steps=900" in text.splitlines()[4 + 2]  # offline-dv2 BP
     with pytest.raises(SweepError, match="sized for --preset quick"):
         sweep.expand(request(pairs=["study:cpu"]))
     with pytest.raises(SweepError, match="named grid itself"):
