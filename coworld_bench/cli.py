@@ -444,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "rliable aggregates, transfer matrix, value estimation, "
                                     "ablations, sensitivity, training curves, latent embeddings, "
                                     "training time, reproduction.md) from a folder of runs.")
-    rp.add_argument("runs_dir", help="folder searched for run directories (e.g. ./runs)")
+    rp.add_argument("runs_dir", nargs="?",
+                    help="folder searched for run directories (e.g. ./runs)")
     rp.add_argument("--out", help="output folder (default: results/<name of RUNS_DIR>)")
     rp.add_argument("--seeds", type=int,
                     help="seeds expected per cell (default: the most any cell of the table has)")
@@ -453,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--embedding", default="tsne", choices=["tsne", "pca"],
                     help="projection of the latent-embedding figure (default: tsne)")
     rp.add_argument("--paper", help="folder of the paper's CSVs (default: results/paper)")
+    rp.add_argument("--copy-runs", action="store_true",
+                    help="copy the files the report reads of every run (no checkpoints or "
+                         "replays) into OUT/runs and report from that copy, so that the "
+                         "report can be checked and remade without the run folders")
+    rp.add_argument("--check", metavar="REPORT_DIR",
+                    help="make nothing: recompute every number of an existing report's tables "
+                         "and value-estimation files from the run directories it names, and "
+                         "exit 1 if any differs")
     rp.set_defaults(func=_cmd_report)
     b = sub.add_parser("bench", help="measure what an update, the sampler, collection and "
                                      "evaluation cost on this machine",
@@ -528,12 +537,25 @@ def _cmd_sweep(args) -> int:
 def _cmd_report(args) -> int:
     from coworld_bench.report import ReportError, build_report
 
+    if args.check:
+        from coworld_bench.report import check_report
+
+        checked, problems = check_report(args.check)
+        for problem in problems:
+            print(f"coworld-bench: differs: {problem}", file=sys.stderr)
+        print(f"{args.check}: {checked} numbers recomputed from the run directories; "
+              f"{len(problems)} differ.")
+        return 1 if problems or not checked else 0
+    if args.runs_dir is None:
+        print("coworld-bench: error: give the folder of runs to report (coworld-bench report "
+              "RUNS_DIR), or --check REPORT_DIR.", file=sys.stderr)
+        return 2
     runs_dir = Path(args.runs_dir)
     out = Path(args.out) if args.out else Path("results") / runs_dir.resolve().name
     try:
         report = build_report(runs_dir, out, seeds=args.seeds, reps=args.bootstrap_reps,
                               embedding=args.embedding, paper_dir=args.paper,
-                              log=lambda line: print(line, flush=True))
+                              log=lambda line: print(line, flush=True), copy=args.copy_runs)
     except ReportError as e:
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2

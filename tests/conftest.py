@@ -62,9 +62,11 @@ SMOKE_DATA = ["--set", "dataset_quality=medium-replay", "--set", "dataset_behavi
 SHARED_RUNS = [
     *[["--algo", "coworld", "--pair", pair, "--seed", seed]
       for seed in ("0", "1") for pair in ("WC-DC", "HP-DC")],
-    # Offline DV2 also evaluates half-way, so the training curves have a band to draw.
-    *[["--algo", "offline-dv2", "--target", "DC", "--seed", seed, "--set", "eval_every=10"]
-      for seed in ("0", "1")],
+    # Offline DV2 also evaluates half-way, so the training curves have a band to draw,
+    # and records the random-action return of its final evaluation's seeds (the tables'
+    # "Random actions" row).
+    *[["--algo", "offline-dv2", "--target", "DC", "--seed", seed, "--set", "eval_every=10",
+       "--set", "random_baseline=true"] for seed in ("0", "1")],
     ["--algo", "coworld-multisource", "--target", "DC"],
     ["--algo", "coworld-no-state-align", "--pair", "WC-DC"],
     ["--algo", "coworld", "--pair", "WC-DC", "--set", "beta2=0.5", "--out-suffix", "beta2-0.5"],

@@ -3,8 +3,11 @@ run directories, beside the paper's numbers.
 
 Layout of the output folder::
 
-    README.md            what was made, from which runs; runs left out and why
+    README.md            what was made, from which runs; runs left out and why; checks
     reproduction.md      every measured cell beside the paper's value
+    claims.md            the paper's qualitative claims, each holding or not here
+    runs/                (``--copy-runs``) the runs' small files, so the report can be
+                         checked and remade without the run folders
     tables/<table>.{csv,md,tex}   paper layout (mean ± std over seeds, avg)
     tables/<table>_long.csv       the same cells at full precision, with seeds and runs
     tables/training_time.{csv,md} (paper table 12)
@@ -15,23 +18,34 @@ Layout of the output folder::
 A table is one (benchmark, dataset quality, preset, settings) group: runs at other
 scales or with other settings (``--set beta2=0.5``) never mix into the default
 table.
+
+Every number of the tables and value-estimation files is then recomputed from the run
+directories (``report.checks``); a difference stops the report with an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from coworld_bench.errors import UserError
 from coworld_bench.report import plots
 from coworld_bench.report.aggregates import aggregate
+from coworld_bench.report.checks import check_report
+from coworld_bench.report.claims import claims_markdown
 from coworld_bench.report.figures import with_ext
 from coworld_bench.report.paper import (find_paper_dir, multisource_selections,
                                         reproduction_markdown)
 from coworld_bench.report.runs import Problem, RunRecord, load_runs
 from coworld_bench.report.tables import build_tables, display_name
 
-__all__ = ["build_report", "ReportError", "Report"]
+__all__ = ["build_report", "ReportError", "Report", "check_report", "copy_runs"]
+
+# What --copy-runs keeps of each run: everything the report reads, no checkpoints,
+# replays or TensorBoard files.
+RUN_FILES = ("config.json", "eval.jsonl", "result.json", "metrics.jsonl", "value_trace.npz",
+             "work/latents.npz")
 
 
 class ReportError(UserError):
@@ -45,14 +59,40 @@ class Report:
     problems: list[Problem]
     files: list[Path]
     summary: list[str]
+    checked: int = 0
+
+
+def copy_runs(runs_dir: Path, dest: Path) -> int:
+    """Copies the files the report reads of every run under ``runs_dir`` (``RUN_FILES``)
+    to the same relative place under ``dest``, replacing what ``dest`` held."""
+    from coworld_bench.report.runs import find_runs
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    count = 0
+    for run in find_runs(runs_dir):
+        for name in RUN_FILES:
+            if (run / name).exists():
+                target = dest / run.relative_to(runs_dir) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, target)
+        count += 1
+    return count
 
 
 def build_report(runs_dir: str | Path, out: str | Path, seeds: int | None = None,
                  reps: int = 2000, embedding: str = "tsne", paper_dir: str | Path | None = None,
-                 log=print) -> Report:
+                 log=print, copy: bool = False) -> Report:
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise ReportError(f"{runs_dir} is not a directory of runs.")
+    if copy:
+        if (out / "runs").resolve() == runs_dir.resolve():
+            raise ReportError(f"{runs_dir} is already the report's copy of the runs; report "
+                              "it without --copy-runs.")
+        copied = copy_runs(runs_dir, out / "runs")
+        log(f"Copied the report's files of {copied} runs to {out / 'runs'}.")
+        runs_dir = out / "runs"
     if embedding not in ("tsne", "pca"):
         raise ReportError(f"Unknown embedding {embedding!r}; use tsne or pca.")
     records, problems = load_runs(runs_dir)
@@ -106,11 +146,19 @@ def build_report(runs_dir: str | Path, out: str | Path, seeds: int | None = None
     paper = find_paper_dir(paper_dir)
     files.append(plots.write_text(out / "reproduction.md", reproduction_markdown(
         records, paper, multisource_selections(records))))
+    claim_tables = [ablation_tables.get(t.name, t) for t in tables]
+    files.append(plots.write_text(out / "claims.md", claims_markdown(claim_tables, records)))
+    checked, mismatches = check_report(out)
+    if mismatches:
+        raise ReportError(f"The report's numbers differ from the run directories in "
+                          f"{len(mismatches)} places (first: {'; '.join(mismatches[:5])}).")
+    summary.append(f"checks: {checked} numbers of the tables and value-estimation files "
+                   "recomputed from the run directories: all equal")
     files.append(plots.write_text(out / "README.md", _readme(out, runs_dir, records, problems,
                                                              files, tables, summary)))
     for line in summary:
         log(line)
-    return Report(out, records, problems, files, summary)
+    return Report(out, records, problems, files, summary, checked)
 
 
 def _readme(out, runs_dir, records, problems, files, tables, summary) -> str:

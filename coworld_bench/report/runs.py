@@ -121,6 +121,13 @@ class RunRecord:
         return self.final.get("seconds_per_episode")
 
     @property
+    def random_action(self) -> dict[str, Any] | None:
+        """Uniformly random actions on this run's final evaluation seeds (result.json;
+        None for runs made without ``random_baseline``)."""
+        random = None if self.result is None else self.result.get("random_action")
+        return random if isinstance(random, dict) and random.get("returns") else None
+
+    @property
     def wall_time_s(self) -> float | None:
         return None if self.result is None else self.result.get("wall_time_s")
 

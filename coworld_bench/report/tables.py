@@ -1,6 +1,8 @@
 """Result tables in the paper's layout: rows = algorithms, columns = pairs, cells =
 mean ± std over seeds of the per-seed score (the mean return of the run's final
-evaluation), and the average over the table's columns.
+evaluation), and the average over the table's columns. A last row, "Random actions",
+holds uniformly random actions on the same evaluation seeds (per seed: the mean over the
+table's runs of that seed on the column's target), where the runs recorded it.
 
 std is the population std over seeds (``ddof=0``). A cell with fewer seeds than the
 table's expected count says how many it has (``(1/3 seeds)``); an empty one reads
@@ -32,6 +34,8 @@ ROW_ORDER = ["bc", "dreamerv2", "drq-bc", "cql", "curl", "lompo", "d3rlpy-bc", "
              "coworld-no-value-constraint", "coworld-brute-force"]
 ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align", "coworld-no-value-constraint",
              "coworld-brute-force")  # the paper's Figure 5a order
+RANDOM_ROW = "random"  # the random-action row's id in the long CSV
+RANDOM_NAME = "Random actions"
 # The most return an episode can give (500 steps x the largest per-step reward):
 # scores are divided by it for the aggregates across tasks.
 MAX_RETURN = {"metaworld": 5000.0, "robodesk": 500.0, "dmc": 1000.0}
@@ -120,6 +124,7 @@ class Table:
     algos: list[str]
     cells: dict[tuple[str, str], Cell]
     expected_seeds: int
+    random: dict[str, Cell] = dataclasses.field(default_factory=dict)  # column -> cell
 
     @property
     def name(self) -> str:
@@ -140,9 +145,17 @@ class Table:
     def cell(self, algo: str, column: str) -> Cell:
         return self.cells[(algo, column)]
 
+    def has_random(self) -> bool:
+        return any(cell.n for cell in self.random.values())
+
+    def _cells_of(self, algo: str) -> list[Cell]:
+        if algo == RANDOM_ROW:
+            return [self.random.get(c) or Cell(RANDOM_ROW, c, [], [], []) for c in self.columns]
+        return [self.cell(algo, c) for c in self.columns]
+
     def average(self, algo: str) -> float | None:
         """Mean over columns of the cell means; None unless every column has a seed."""
-        cells = [self.cell(algo, c) for c in self.columns]
+        cells = self._cells_of(algo)
         if any(c.n == 0 for c in cells):
             return None
         return float(np.mean([c.mean for c in cells]))
@@ -150,7 +163,7 @@ class Table:
     def average_text(self, algo: str, decimals: int) -> str:
         value = self.average(algo)
         if value is None:
-            filled = sum(self.cell(algo, c).n > 0 for c in self.columns)
+            filled = sum(cell.n > 0 for cell in self._cells_of(algo))
             return f"– ({filled}/{len(self.columns)} pairs)"
         return format_number(value, decimals)
 
@@ -163,9 +176,11 @@ class Table:
 
     def rows(self, plus_minus: str = "±") -> list[list[str]]:
         d = self.decimals()
-        return [[display_name(a), *[format_cell(self.cell(a, c), self.expected_seeds, d,
-                                                plus_minus) for c in self.columns],
-                 self.average_text(a, d)] for a in self.algos]
+        algos = [*self.algos, RANDOM_ROW] if self.has_random() else self.algos
+        return [[RANDOM_NAME if a == RANDOM_ROW else display_name(a),
+                 *[format_cell(cell, self.expected_seeds, d, plus_minus)
+                   for cell in self._cells_of(a)],
+                 self.average_text(a, d)] for a in algos]
 
     def to_csv(self) -> str:
         import csv
@@ -188,10 +203,11 @@ class Table:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["algo", "model", "column", "n_seeds", "expected_seeds", "mean", "std",
                          "seeds", "scores", "runs"])
-        for a in self.algos:
-            for c in self.columns:
-                cell = self.cell(a, c)
-                writer.writerow([a, display_name(a), c, cell.n, self.expected_seeds,
+        for a in [*self.algos, RANDOM_ROW] if self.has_random() else self.algos:
+            for cell in self._cells_of(a):
+                c = cell.column
+                writer.writerow([a, RANDOM_NAME if a == RANDOM_ROW else display_name(a), c,
+                                 cell.n, self.expected_seeds,
                                  repr(cell.mean), repr(cell.std),
                                  " ".join(map(str, cell.seeds)),
                                  " ".join(repr(s) for s in cell.scores),
@@ -258,8 +274,33 @@ def build_tables(records: list[RunRecord], seeds: int | None = None,
                 cell.scores.append(r.score)
                 cell.runs.append(r)
         expected = seeds or max(c.n for c in cells.values())
-        tables.append(Table(benchmark, quality, preset, variant, columns, algos, cells, expected))
+        tables.append(Table(benchmark, quality, preset, variant, columns, algos, cells, expected,
+                            _random_cells(runs, columns)))
     return tables
+
+
+def _random_cells(runs: list[RunRecord], columns: list[str]) -> dict[str, Cell]:
+    """Per column, per seed: the mean of the random-action returns recorded by the
+    group's runs of that seed on the column's target."""
+    out = {}
+    for c in columns:
+        target = _column_target(c)
+        by_seed: dict[int, list[RunRecord]] = {}
+        for r in runs:
+            if r.target.id == target and r.random_action is not None:
+                by_seed.setdefault(r.seed, []).append(r)
+        cell = Cell(RANDOM_ROW, c, [], [], [])
+        for seed in sorted(by_seed):
+            cell.seeds.append(seed)
+            cell.scores.append(random_score(by_seed[seed]))
+            cell.runs += by_seed[seed]
+        out[c] = cell
+    return out
+
+
+def random_score(runs: list[RunRecord]) -> float:
+    """One seed's random-action score: the mean over runs of their recorded mean."""
+    return float(np.mean([np.mean(r.random_action["returns"]) for r in runs]))
 
 
 def _column_target(column: str) -> str:

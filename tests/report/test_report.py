@@ -104,7 +104,8 @@ def test_table_numbers_equal_the_eval_files(report):
         ("coworld-multisource", "WC->DC"): [final_score(runs / "DC" / "coworld-multisource" / "seed0")],
         ("coworld-multisource", "HP->DC"): [final_score(runs / "DC" / "coworld-multisource" / "seed0")],
     }
-    long = {(r["algo"], r["column"]): r for r in read_csv(report["out"] / "tables" / f"{TABLE}_long.csv")}
+    long = {(r["algo"], r["column"]): r for r in read_csv(report["out"] / "tables" / f"{TABLE}_long.csv")
+            if r["algo"] != "random"}
     # Ablations have their own figure; the default table holds the three algorithms only.
     assert set(long) == set(scores)
     for key, values in scores.items():
@@ -113,7 +114,7 @@ def test_table_numbers_equal_the_eval_files(report):
         assert float(row["mean"]) == pytest.approx(np.mean(values), abs=1e-9)
         assert float(row["std"]) == pytest.approx(np.std(values), abs=1e-9)
     paper = {r["model"]: r for r in read_csv(report["out"] / "tables" / f"{TABLE}.csv")}
-    assert list(paper) == ["Offline DV2", "CoWorld", "CoWorld (multi-source)"]
+    assert list(paper) == ["Offline DV2", "CoWorld", "CoWorld (multi-source)", "Random actions"]
     decimals = 0 if max(abs(np.mean(v)) for v in scores.values()) >= 100 else 1
     names = {"coworld": "CoWorld", "offline-dv2": "Offline DV2",
              "coworld-multisource": "CoWorld (multi-source)"}
@@ -129,6 +130,87 @@ def test_table_numbers_equal_the_eval_files(report):
     for algo in ("coworld", "offline-dv2"):
         avg = np.mean([np.mean(scores[(algo, c)]) for c in ("WC->DC", "HP->DC")])
         assert paper[names[algo]]["avg"] == f"{avg:.{decimals}f}"
+
+
+def random_score(run_dir):
+    """Recomputed independently: the mean random-action return kept in result.json."""
+    return float(np.mean(json.loads((run_dir / "result.json").read_text())
+                         ["random_action"]["returns"]))
+
+
+def test_random_action_row(report):
+    """The Offline DV2 runs recorded random actions on their final evaluation's seeds:
+    one score per seed, in every column with their target; the last row of the table."""
+    runs = report["runs"]
+    expected = [random_score(runs / "DC" / "offline-dv2" / f"seed{s}") for s in (0, 1)]
+    rows = [r for r in read_csv(report["out"] / "tables" / f"{TABLE}_long.csv")
+            if r["algo"] == "random"]
+    assert [r["column"] for r in rows] == ["WC->DC", "HP->DC"]
+    for r in rows:
+        assert r["model"] == "Random actions" and r["seeds"] == "0 1"
+        assert [float(x) for x in r["scores"].split()] == pytest.approx(expected, abs=1e-12)
+        assert float(r["mean"]) == pytest.approx(np.mean(expected), abs=1e-12)
+    paper = read_csv(report["out"] / "tables" / f"{TABLE}.csv")
+    assert paper[-1]["model"] == "Random actions"
+
+
+def test_claims_follow_the_numbers(report):
+    """claims.md states each claim per pair as the recomputed numbers give it."""
+    runs = report["runs"]
+    text = (report["out"] / "claims.md").read_text()
+    for title in ("1. CoWorld scores above Offline DV2", "2. Offline DV2 overestimates",
+                  "3. CoWorld w/o Max underestimates", "4. CoWorld's value error is the "
+                  "smallest", "5. Every algorithm above uniformly random actions"):
+        assert f"### {title}" in text, title
+    dv2 = np.mean([final_score(runs / "DC" / "offline-dv2" / f"seed{s}") for s in (0, 1)])
+    section = text.split("### 1. ")[1].split("###")[0]
+    for pair in ("WC", "HP"):
+        ours = np.mean([final_score(runs / f"{pair}-DC" / "coworld" / f"seed{s}") for s in (0, 1)])
+        [line] = [x for x in section.splitlines() if x.startswith(f"- {pair}→DC")]
+        assert line.split(": ")[-1].startswith("holds" if ours > dv2 else "does not hold")
+        assert "preset smoke, 20 updates" in line
+    errors = []
+    for s in (0, 1):
+        with np.load(runs / "DC" / "offline-dv2" / f"seed{s}" / "value_trace.npz") as trace:
+            errors.append(float((trace["value"] - trace["discounted_return"]).mean()))
+    section = text.split("### 2. ")[1].split("###")[0]
+    [line] = [x for x in section.splitlines() if x.startswith("- WC→DC")]
+    assert f"mean V − G = {np.mean(errors):+.2f} (n=2)" in line
+    assert ": holds (" in line if np.mean(errors) > 0 else ": does not hold (" in line
+    # No w/o Max run here: said, not guessed.
+    assert "not measured" in text.split("### 3. ")[1].split("###")[0]
+
+
+def test_report_checks_itself_and_a_copy(report, tmp_path):
+    """The report recomputes its numbers from the run directories; --copy-runs keeps the
+    files it reads (not the checkpoints) so that --check works on the copy, and a run
+    file changed afterwards is found and named."""
+    assert "numbers of the tables and value-estimation files recomputed from the run " \
+           "directories: all equal" in (report["out"] / "README.md").read_text()
+    runs = tmp_path / "runs"
+    for part in ("DC/offline-dv2", "WC-DC/coworld"):
+        shutil.copytree(report["runs"] / part, runs / part)
+    out = tmp_path / "report"
+    made = subprocess.run([sys.executable, "-m", "coworld_bench.cli", "report", str(runs),
+                           "--out", str(out), "--bootstrap-reps", "50", "--embedding", "pca",
+                           "--copy-runs"], capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stderr[-3000:]
+    copied = out / "runs" / "WC-DC" / "coworld" / "seed0"
+    assert sorted(p.name for p in copied.iterdir()) == [
+        "config.json", "eval.jsonl", "metrics.jsonl", "result.json", "value_trace.npz", "work"]
+    assert not list((out / "runs").rglob("*.pt"))
+    long = (out / "tables" / f"{TABLE}_long.csv").read_text()
+    assert str(copied) in long and str(runs) + "/" not in long  # the report reads the copy
+    check = [sys.executable, "-m", "coworld_bench.cli", "report", "--check", str(out)]
+    ok = subprocess.run(check, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and " 0 differ." in ok.stdout, ok.stderr
+    lines = (copied / "eval.jsonl").read_text().splitlines()
+    final = json.loads(lines[-1])
+    final["returns"] = [r + 1.0 for r in final["returns"]]
+    (copied / "eval.jsonl").write_text("\n".join([*lines[:-1], json.dumps(final)]) + "\n")
+    bad = subprocess.run(check, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert "CoWorld / WC->DC" in bad.stderr and "recomputed" in bad.stderr
 
 
 def test_rliable_aggregates(report):
