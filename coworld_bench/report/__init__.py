@@ -29,6 +29,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from coworld_bench.errors import UserError
 from coworld_bench.report import plots
 from coworld_bench.report.aggregates import aggregate
@@ -163,7 +165,15 @@ def build_report(runs_dir: str | Path, out: str | Path, seeds: int | None = None
 
 def _readme(out, runs_dir, records, problems, files, tables, summary) -> str:
     lines = ["# Report", "", f"Made by `coworld-bench report {runs_dir}` from {len(records)} "
-             "finished runs.", "", "## Tables", ""]
+             "finished runs.", ""]
+    walls = [r.wall_time_s for r in records if r.wall_time_s is not None]
+    if walls:
+        devices = ", ".join(sorted({r.device for r in records}))
+        lines += [f"Training and evaluation wall time of the runs (result.json): "
+                  f"{sum(walls) / 3600:.2f} h in all over {len(walls)} runs, "
+                  f"{np.mean(walls) / 60:.1f} min per run on average, on {devices} (runs that "
+                  "shared a machine ran slower than alone).", ""]
+    lines += ["## Tables", ""]
     for table in tables:
         lines.append(f"- `tables/{table.name}` ({table.title}): {len(table.algos)} algorithms "
                      f"x {len(table.columns)} columns, {table.expected_seeds} seeds expected")
