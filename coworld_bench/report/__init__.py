@@ -65,14 +65,18 @@ class Report:
 
 
 def copy_runs(runs_dir: Path, dest: Path) -> int:
-    """Copies the files the report reads of every run under ``runs_dir`` (``RUN_FILES``)
-    to the same relative place under ``dest``, replacing what ``dest`` held."""
+    """Copies the files the report reads of every finished run under ``runs_dir``
+    (``RUN_FILES``) to the same relative place under ``dest``, replacing what ``dest``
+    held. A copy is a finished run to the runner too: a sweep pointed at a folder of
+    copies runs only what is missing."""
     from coworld_bench.report.runs import find_runs
 
     if dest.exists():
         shutil.rmtree(dest)
     count = 0
     for run in find_runs(runs_dir):
+        if not (run / "result.json").exists():
+            continue  # unfinished: nothing to report, and a copy could not resume
         for name in RUN_FILES:
             if (run / name).exists():
                 target = dest / run.relative_to(runs_dir) / name
