@@ -7,7 +7,8 @@ Layout of the output folder::
     reproduction.md      every measured cell beside the paper's value
     claims.md            the paper's qualitative claims, each holding or not here
     runs/                (``--copy-runs``) the runs' small files, so the report can be
-                         checked and remade without the run folders
+                         checked and remade without the run folders (latent figures
+                         need the originals)
     tables/<table>.{csv,md,tex}   paper layout (mean ± std over seeds, avg)
     tables/<table>_long.csv       the same cells at full precision, with seeds and runs
     tables/training_time.{csv,md} (paper table 12)
@@ -44,10 +45,10 @@ from coworld_bench.report.tables import build_tables, display_name
 
 __all__ = ["build_report", "ReportError", "Report", "check_report", "copy_runs"]
 
-# What --copy-runs keeps of each run: everything the report reads, no checkpoints,
-# replays or TensorBoard files.
-RUN_FILES = ("config.json", "eval.jsonl", "result.json", "metrics.jsonl", "value_trace.npz",
-             "work/latents.npz")
+# What --copy-runs keeps of each run: what the tables, curves and value figures read; no
+# checkpoints, replays, TensorBoard files or latent embeddings (2 MB a CoWorld run: the
+# latent figures are made only from the original run folders).
+RUN_FILES = ("config.json", "eval.jsonl", "result.json", "metrics.jsonl", "value_trace.npz")
 
 
 class ReportError(UserError):

@@ -65,13 +65,13 @@ def _cell(table: Table, algo: str, column: str) -> str:
     return f"{cell.mean:.1f} ± {cell.std:.1f} (n={cell.n})"
 
 
-def _verdict(holds: list[bool]) -> str:
+def _verdict(holds: list[bool], unit: str = "pairs") -> str:
     if not holds:
         return "not measured"
     if all(holds):
         return "**holds**"
     return "**does not hold**" if not any(holds) else \
-        f"**holds on {sum(holds)} of {len(holds)} pairs**"
+        f"**holds for {sum(holds)} of {len(holds)} {unit}**"
 
 
 def _error(errors: list[float]) -> str:
@@ -126,7 +126,7 @@ def table_claims(table: Table, records: list[RunRecord]) -> list[str]:
                          any(has(a, c) and table.random.get(c) is not None
                              and table.random[c].n and table.cell(a, c).mean
                              > table.random[c].mean for c in table.columns)
-                         for a in table.algos]))
+                         for a in table.algos], unit="algorithms"))
         lines.append("")
         for a in table.algos:
             above = [c for c in table.columns if has(a, c) and table.random.get(c) is not None

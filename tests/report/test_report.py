@@ -197,7 +197,7 @@ def test_report_checks_itself_and_a_copy(report, tmp_path):
     assert made.returncode == 0, made.stderr[-3000:]
     copied = out / "runs" / "WC-DC" / "coworld" / "seed0"
     assert sorted(p.name for p in copied.iterdir()) == [
-        "config.json", "eval.jsonl", "metrics.jsonl", "result.json", "value_trace.npz", "work"]
+        "config.json", "eval.jsonl", "metrics.jsonl", "result.json", "value_trace.npz"]
     assert not list((out / "runs").rglob("*.pt"))
     long = (out / "tables" / f"{TABLE}_long.csv").read_text()
     assert str(copied) in long and str(runs) + "/" not in long  # the report reads the copy
