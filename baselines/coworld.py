@@ -55,6 +55,7 @@ the paper, whose exact treatment of this setting is not specified.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar
 
@@ -65,7 +66,7 @@ from torch.nn import functional as F
 from baselines.dreamer import (
     QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states,
 )
-from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
+from baselines.dreamerv2 import DreamerV2Config, OnlineLearner, use_collect_worker
 from baselines.dv2_finetune import check_pretraining, updates_for_env_steps
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
 from coworld_bench.data import SequenceSampler
@@ -227,14 +228,18 @@ class SourceAgent:
         options = {"action_dim": action_dim}
         if config.source_sparse_reward:
             options["sparse_reward"] = True
-        env = ctx.make_env(task.id, **options)
+        make_env = functools.partial(ctx.make_env, task.id, **options)
+        env = make_env()
         source_config = dataclasses.replace(config, obs=config.source_obs)
         self.agent = DreamerAgent(source_config, action_dim, ctx.device,
                                   ctx.seed + 1000 * (index + 1),
                                   state_dim=env.observation_space["state"].shape[0])
-        self.learner = OnlineLearner(self.agent, env,
+        worker = use_collect_worker(config, ctx.device)
+        if worker:  # the worker makes its own
+            env.close()
+        self.learner = OnlineLearner(self.agent, make_env if worker else lambda: env,
                                      ctx.artifacts.path(f"source{index}_replay"),
-                                     ctx.seed + 1000 * (index + 1), config)
+                                     ctx.seed + 1000 * (index + 1), config, worker=worker)
 
 
 @register("coworld")
@@ -438,10 +443,11 @@ class CoWorld(Algorithm):
         return losses, scales, {"post": post, **model_aux, "metrics": metrics}
 
     def source_step(self, index_in_stage: int) -> dict:
-        """One source update, then ``train_every`` steps of the source simulator."""
-        scalars = self.source_update(index_in_stage)
-        self.sources[self.selected].learner.collect(self.config.train_every)
-        return scalars
+        """One source update and ``train_every`` steps of the source simulator: after
+        the update, or beside it in the collection worker (``collect_worker``)."""
+        with self.sources[self.selected].learner.collecting(self.config.train_every,
+                                                               serial_first=False):
+            return self.source_update(index_in_stage)
 
     def source_update(self, index_in_stage: int) -> dict:
         """The source's world-model update with (B), then its actor-critic update."""
@@ -486,6 +492,10 @@ class CoWorld(Algorithm):
         self.target_steps = int(state["target_steps"])
         # Selections made after the checkpoint are redone.
         self.ctx.artifacts.truncate_rows("source_selection.csv", self.target_steps)
+
+    def close(self):
+        for source in self.sources:
+            source.learner.close()
 
 
 @register("coworld-multisource")

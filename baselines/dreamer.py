@@ -768,6 +768,7 @@ class DreamerAgent(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.action_dim = action_dim
+        self.state_dim = state_dim
         self.device = device
         self.wm = WorldModel(cfg, action_dim, state_dim).to(device)
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, action_dim).to(device)

@@ -100,7 +100,7 @@ class DV2Finetune(Algorithm):
     def __init__(self, config: FinetuneConfig, ctx: RunContext):
         super().__init__(config, ctx)
         self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
-        self.learner = OnlineLearner(self.agent, ctx.make_source_env(),
+        self.learner = OnlineLearner(self.agent, ctx.make_source_env,
                                      ctx.artifacts.path("source_replay"), ctx.seed, config)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
@@ -134,3 +134,6 @@ class DV2Finetune(Algorithm):
         self.agent.load_full_state(state["agent"])
         self.learner.load(state["learner"])
         RandomStates(sampler=self.sampler.rng).load_state_dict(state["rngs"])
+
+    def close(self):
+        self.learner.close()

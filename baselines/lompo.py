@@ -627,8 +627,8 @@ class SourceLearner(OnlineLearner):
     """The online source phase: the shared driver, replay and prefill rule, with
     LOMPO's update."""
 
-    def __init__(self, update, agent: LOMPOAgent, env, replay_dir, seed: int, cfg):
-        super().__init__(agent, env, replay_dir, seed, cfg)
+    def __init__(self, update, agent: LOMPOAgent, make_env, replay_dir, seed: int, cfg):
+        super().__init__(agent, make_env, replay_dir, seed, cfg, worker=False)
         self.lompo_update = update
 
     def update(self) -> dict:
@@ -658,7 +658,7 @@ class LOMPOFinetune(LOMPO):
 
     def __init__(self, config: LOMPOFinetuneConfig, ctx: RunContext):
         super().__init__(config, ctx)
-        self.learner = SourceLearner(self.source_update, self.agent, ctx.make_source_env(),
+        self.learner = SourceLearner(self.source_update, self.agent, ctx.make_source_env,
                                      ctx.artifacts.path("source_replay"), ctx.seed, config)
 
     def source_update(self) -> dict:

@@ -51,9 +51,10 @@ class MultiTaskDV2(DV2Finetune):
         if step < self.config.pretrain_updates:
             return {f"source/{k}": v for k, v in self.learner.step().items()}
         agent = self.agent
-        self.learner.collect(self.config.train_every)
-        metrics, aux = agent.optimize(self.joint_model_loss, agent.batch(self.learner.replay),
-                                      agent.batch(self.sampler))
+        with self.learner.collecting(self.config.train_every, serial_first=True):
+            metrics, aux = agent.optimize(self.joint_model_loss,
+                                          agent.batch(self.learner.replay),
+                                          agent.batch(self.sampler))
         scalars = {**metrics, **aux["metrics"]}
         source_post = detach_states(aux["source"]["post"])
         target_post = detach_states(aux["target"]["post"])

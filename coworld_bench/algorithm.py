@@ -19,6 +19,7 @@ An algorithm is one class with a config dataclass::
         def policy(self, obs, state, deterministic) -> (action, state)
         def value(self, obs, state) -> float | None   # critic value, for the overestimation trace
         def state_dict(self) / load_state_dict(self, d)
+        def close(self)                               # optional: worker processes
 
 The runner owns everything else: datasets, environments, evaluation, checkpoints,
 logging, resuming.
@@ -417,3 +418,7 @@ class Algorithm:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases what the algorithm holds beyond memory (worker processes); the
+        runner calls it when the run ends, however it ends."""

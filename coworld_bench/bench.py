@@ -167,7 +167,7 @@ def overrides_for(algo: str, config: str) -> tuple[str, dict[str, Any]]:
 
 
 def build(algo: str, config: str, data_root: Path, out: Path, device: str,
-          compile: str = "auto"):
+          compile: str = "auto", extra: dict[str, Any] | None = None):
     """The algorithm object of ``coworld-bench run`` (pair BP-DC or target DC) on the
     bench's small real Drawer Close dataset; CoWorld's source replay gets one random
     episode so that the source step has sequences to sample."""
@@ -176,7 +176,7 @@ def build(algo: str, config: str, data_root: Path, out: Path, device: str,
 
     preset, overrides = overrides_for(algo, config)
     overrides.update(dataset_quality="random", dataset_behaviour="random", dataset_episodes=2,
-                     fast_render=True)
+                     fast_render=True, **(extra or {}))
     task = dict(pair="BP-DC") if algo == "coworld" else dict(target="DC")
     previous = os.environ.get("COWORLD_BENCH_DATA")
     os.environ["COWORLD_BENCH_DATA"] = str(data_root)
@@ -224,6 +224,26 @@ def measure_update(name: str, fn: Callable[[], Any], updates: int, device) -> di
     return {"name": name, "seconds": seconds, "flops": flops,
             "gflops_per_s": flops / seconds / 1e9, "aten_calls": counts.calls,
             "host_syncs": counts.syncs, "sync_ops": counts.sync_ops}
+
+
+def source_step_with_collection(config: str, data_root: Path, out: Path, device: str,
+                                updates: int, dev) -> dict[str, Any]:
+    """Seconds of CoWorld's whole source step (update + ``train_every`` simulator steps)
+    with the simulator in this process and in the collection worker (beside the
+    update)."""
+    out_row: dict[str, Any] = {}
+    for mode in ("off", "on"):
+        algorithm, _, _ = build("coworld", config, data_root, out / f"collect-{mode}", device,
+                                extra={"collect_worker": mode})
+        try:
+            middle = algorithm.config.source_updates // 2
+            out_row["env_steps"] = algorithm.config.train_every
+            algorithm.source_step(middle)  # warm-up
+            out_row[f"seconds_{'worker' if mode == 'on' else 'in_process'}"] = timed(
+                lambda: algorithm.source_step(middle), updates, dev)
+        finally:
+            algorithm.close()
+    return out_row
 
 
 def collection_rate(data_root: Path, workers: int, episodes: int) -> float:
@@ -291,7 +311,12 @@ def run_bench(algos: list[str], config: str, updates: int | None = None,
                 result["evaluation"] = {"algo": algo, "task": "DC",
                                         "seconds_per_episode": ev["seconds_per_episode"]}
                 log(f"  evaluation: {ev['seconds_per_episode']:.1f} s/episode")
+            algorithm.close()
             del algorithm
+        if "coworld" in algos:
+            log("  coworld source step with its simulator steps, in process and in a worker ...")
+            result["source_collection"] = source_step_with_collection(
+                config, data_root, out, device, updates, dev)
         log("  collection ...")
         result["collection"] = {
             "frames_per_s_1_process": collection_rate(data_root, 1, 1),
@@ -325,6 +350,10 @@ def format_table(result: dict[str, Any]) -> str:
               f"frames/s with 1 process, {c['frames_per_s_n_processes']:.0f} with "
               f"{c['processes']}",
               f"evaluation ({e['algo']} on {e['task']}): {e['seconds_per_episode']:.1f} s/episode",
+              *([f"coworld source step with its {sc['env_steps']} env steps: "
+                 f"{sc['seconds_in_process']:.3f} s with the simulator in process, "
+                 f"{sc['seconds_worker']:.3f} s with it in the collection worker"]
+                if (sc := result.get("source_collection")) else []),
               f"peak resident memory: {result['peak_rss_mib']:.0f} MiB"]
     return "\n".join(lines)
 

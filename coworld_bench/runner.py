@@ -49,6 +49,14 @@ VERSIONED = ("coworld-bench", "torch", "numpy", "gymnasium", "mujoco", "metaworl
              "robodesk")
 
 
+
+def make_env(task: str, *, seed: int, defaults: dict, **options):
+    """``envs.make`` with the run's online settings (``defaults``) under ``options``;
+    partially applied, it is the picklable ``RunContext.make_env``."""
+    from coworld_bench import envs
+
+    return envs.make(task, seed=seed, **{**defaults, **options})
+
 class RunError(UserError):
     """A run that cannot start as asked; the message says why and what to do."""
 
@@ -313,7 +321,12 @@ class Run:
             if on_disk.get(key) != ours[key]:
                 diffs.append(f"{key}: {on_disk.get(key)!r} on disk vs {ours[key]!r} asked")
         theirs_cfg, ours_cfg = on_disk.get("config", {}), ours["config"]
+        # A setting newer than the run's config.json is taken at its default there.
+        defaults = {f.name: f.default for f in dataclasses.fields(self.algo_cls.Config)
+                    if f.default is not dataclasses.MISSING}
         for key in sorted(set(theirs_cfg) | set(ours_cfg)):
+            if key not in theirs_cfg and key in defaults and ours_cfg.get(key) == defaults[key]:
+                continue
             if theirs_cfg.get(key) != ours_cfg.get(key):
                 diffs.append(f"{key}: {theirs_cfg.get(key)!r} on disk vs {ours_cfg.get(key)!r} asked")
         if diffs:
@@ -421,17 +434,20 @@ class Run:
         (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir / "config.json", self.resolved_config())
         algo, eval_env = self.build(dataset)
-        step, elapsed = 0, 0.0
-        if state == "resume":
-            ckpt = self._load_checkpoint()
-            algo.load_state_dict(ckpt["algorithm"])
-            import torch
+        try:
+            step, elapsed = 0, 0.0
+            if state == "resume":
+                ckpt = self._load_checkpoint()
+                algo.load_state_dict(ckpt["algorithm"])
+                import torch
 
-            torch.set_rng_state(ckpt["torch_rng"])
-            step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-            print(f"Resuming {self.dir} from step {step}.")
-        self._truncate_logs(step)
-        return self._train(algo, eval_env, step, elapsed)
+                torch.set_rng_state(ckpt["torch_rng"])
+                step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+                print(f"Resuming {self.dir} from step {step}.")
+            self._truncate_logs(step)
+            return self._train(algo, eval_env, step, elapsed)
+        finally:
+            algo.close()
 
     def _load_checkpoint(self) -> dict[str, Any]:
         """The latest checkpoint, or the one before it if the latest is torn or corrupt
@@ -478,10 +494,10 @@ class Run:
         online = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
         make_source = make_target = None
         if self.algo_cls.needs_source:
-            make_source = lambda: envs.make(self.source.id, seed=seed, **online)  # noqa: E731
+            make_source = functools.partial(envs.make, self.source.id, seed=seed, **online)
         eval_options = self._eval_env_options(dataset)
         if self.algo_cls.needs_target_env:
-            make_target = lambda: envs.make(self.target.id, seed=seed + 1,  # noqa: E731
+            make_target = functools.partial(envs.make, self.target.id, seed=seed + 1,
                                             **eval_options)
         eval_env = envs.make(self.target.id, seed=seed, **eval_options)
         self._eval_options = eval_options
@@ -497,8 +513,7 @@ class Run:
                          image_shape=tuple(image_shape), state_dim=int(state_dim),
                          dataset=dataset, make_source_env=make_source, device=self.device,
                          seed=seed, make_target_env=make_target, work_dir=self.dir / "work",
-                         make_env=lambda task, **extra: envs.make(task, seed=seed,
-                                                                  **{**online, **extra}),
+                         make_env=functools.partial(make_env, seed=seed, defaults=online),
                          artifacts=Artifacts(self.dir / "work"))
         algo = self.algo_cls(self.config, ctx)
         return algo, eval_env
@@ -520,6 +535,7 @@ class Run:
                               workers=self._eval_workers(episodes))
         finally:
             self._close_eval_workers()
+            algo.close()
         return {"step": int(ckpt["step"]), **result}
 
     @classmethod

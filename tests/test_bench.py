@@ -54,6 +54,10 @@ def test_bench_command(cli, tmp_path):
     assert figures["collection"]["frames_per_s_1_process"] > 0
     assert figures["collection"]["frames_per_s_n_processes"] > 0
     assert figures["evaluation"]["seconds_per_episode"] > 0
+    overlap = figures["source_collection"]  # the source step's simulator, here and in a worker
+    assert overlap["env_steps"] == 5
+    assert overlap["seconds_in_process"] > 0 and overlap["seconds_worker"] > 0
+    assert "with it in the collection worker" in table
     assert figures["machine"]["cores"] >= 1
 
 
