@@ -11,6 +11,9 @@ behaviour step, DrQ+BC's step), built exactly as ``run`` builds it on a real dat
 - aten operator calls per update: every call that reaches the dispatcher below
   autograd, forward and backward (a ``TorchDispatchMode`` counts them; the same calls
   torch.profiler lists as ``aten::``), which is what bounds a GPU step at small batch;
+  beside it, the calls actually dispatched from Python and autograd (torch.profiler's
+  outermost ``aten::`` events), which is where ``--compile`` shows: a compiled loop's
+  fused kernels are not aten calls, while the dispatch mode runs compiled code eagerly;
 - host synchronisations per update: the calls that make the host wait for the device
   (``.item()``/``float()``/``bool()`` on a tensor, ``nonzero``, ``masked_select``,
   ``unique``, ``equal``, copies from device to host); zero is the target;
@@ -84,6 +87,20 @@ def count_ops(fn: Callable[[], Any]) -> OpCounts:
     with Counter():
         fn()
     return counts
+
+
+def profiled_calls(fn: Callable[[], Any]) -> int:
+    """Runs ``fn`` once under torch.profiler: the outermost ``aten::`` calls (those not
+    made from inside another aten operator), i.e. the dispatcher entries from Python
+    and autograd. Unlike ``count_ops`` (whose dispatch mode makes compiled code run
+    eagerly) this sees what a compiled update really dispatches: a compiled graph's
+    fused kernels are not aten calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and (
+        e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
 def _device_to_host(args, kwargs) -> bool:
@@ -223,27 +240,33 @@ def measure_update(name: str, fn: Callable[[], Any], updates: int, device) -> di
     flops = counts.flops
     return {"name": name, "seconds": seconds, "flops": flops,
             "gflops_per_s": flops / seconds / 1e9, "aten_calls": counts.calls,
+            "dispatched_calls": profiled_calls(fn),
             "host_syncs": counts.syncs, "sync_ops": counts.sync_ops}
 
 
-def source_step_with_collection(config: str, data_root: Path, out: Path, device: str,
-                                updates: int, dev) -> dict[str, Any]:
+def source_step_with_collection(algorithm, config: str, data_root: Path, out: Path,
+                                device: str, updates: int, dev,
+                                compile: str = "auto") -> dict[str, Any]:
     """Seconds of CoWorld's whole source step (update + ``train_every`` simulator steps)
     with the simulator in this process and in the collection worker (beside the
-    update)."""
-    out_row: dict[str, Any] = {}
-    for mode in ("off", "on"):
-        algorithm, _, _ = build("coworld", config, data_root, out / f"collect-{mode}", device,
-                                extra={"collect_worker": mode})
-        try:
-            middle = algorithm.config.source_updates // 2
-            out_row["env_steps"] = algorithm.config.train_every
-            algorithm.source_step(middle)  # warm-up
-            out_row[f"seconds_{'worker' if mode == 'on' else 'in_process'}"] = timed(
-                lambda: algorithm.source_step(middle), updates, dev)
-        finally:
-            algorithm.close()
-    return out_row
+    update): ``algorithm`` as built, and a second build with the other setting."""
+    def seconds(algo) -> float:
+        middle = algo.config.source_updates // 2
+        algo.source_step(middle)  # warm-up
+        return timed(lambda: algo.source_step(middle), updates, dev)
+
+    def mode(algo) -> str:
+        return "worker" if algo.sources[0].learner.worker is not None else "in_process"
+
+    row = {"env_steps": algorithm.config.train_every,
+           f"seconds_{mode(algorithm)}": seconds(algorithm)}
+    other, _, _ = build("coworld", config, data_root, out / "collect", device, compile,
+                        extra={"collect_worker": "off" if mode(algorithm) == "worker" else "on"})
+    try:
+        row[f"seconds_{mode(other)}"] = seconds(other)
+    finally:
+        other.close()
+    return row
 
 
 def collection_rate(data_root: Path, workers: int, episodes: int) -> float:
@@ -272,9 +295,10 @@ def sampler_rate(dataset, batch: int, length: int, seconds: float = 2.0) -> floa
 
 def run_bench(algos: list[str], config: str, updates: int | None = None,
               device: str = "auto", collect_workers: int | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, compile: str = "auto") -> dict[str, Any]:
     import torch
 
+    from coworld_bench.algorithm import compile_backend
     from coworld_bench.data import Dataset
     from coworld_bench.evaluation import evaluate
     from coworld_bench.runner import _device
@@ -293,11 +317,12 @@ def run_bench(algos: list[str], config: str, updates: int | None = None,
         data_root, out = tmp / "data", tmp / "runs"
         for algo in algos:
             log(f"  building {algo} ...")
-            algorithm, eval_env, run = build(algo, config, data_root, out, device)
+            algorithm, eval_env, run = build(algo, config, data_root, out, device, compile)
             for name, fn in updates_of(algo, algorithm).items():
                 torch.manual_seed(0)
                 row = measure_update(name, fn, updates, dev)
                 row["peak_gflops_fraction"] = row["gflops_per_s"] / result["matmul_gflops_per_s"]
+                row["compile"] = compile_backend() or "off"
                 result["updates"].append(row)
                 log(f"  {name}: {row['seconds']:.3f} s/update")
             if algo == algos[0]:
@@ -311,12 +336,13 @@ def run_bench(algos: list[str], config: str, updates: int | None = None,
                 result["evaluation"] = {"algo": algo, "task": "DC",
                                         "seconds_per_episode": ev["seconds_per_episode"]}
                 log(f"  evaluation: {ev['seconds_per_episode']:.1f} s/episode")
+            if algo == "coworld":
+                log("  coworld source step with its simulator steps, in process and in a "
+                    "worker ...")
+                result["source_collection"] = source_step_with_collection(
+                    algorithm, config, data_root, out, device, updates, dev, compile)
             algorithm.close()
             del algorithm
-        if "coworld" in algos:
-            log("  coworld source step with its simulator steps, in process and in a worker ...")
-            result["source_collection"] = source_step_with_collection(
-                config, data_root, out, device, updates, dev)
         log("  collection ...")
         result["collection"] = {
             "frames_per_s_1_process": collection_rate(data_root, 1, 1),
@@ -331,18 +357,21 @@ def format_table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [f"coworld-bench bench ({result['config']} config) on {m['device']}: {m['cpu']}, "
              f"{m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
-             + (f", {m['gpu']}" if "gpu" in m else ""),
+             + (f", {m['gpu']}" if "gpu" in m else "")
+             + (f"; torch.compile: {result['updates'][0]['compile']}" if result["updates"]
+                else ""),
              f"matrix-product peak (float32 2048^2): {result['matmul_gflops_per_s']:.1f} GFLOP/s",
              "",
-             "| update | s/update | GFLOP/update | GFLOP/s | of peak | aten calls | host syncs |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| update | s/update | GFLOP/update | GFLOP/s | of peak | aten calls | "
+             "dispatched (profiler) | host syncs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["updates"]:
         syncs = str(row["host_syncs"])
         if row["sync_ops"]:
             syncs += " (" + ", ".join(f"{k} x{v}" for k, v in row["sync_ops"].items()) + ")"
         lines.append(f"| {row['name']} | {row['seconds']:.3f} | {row['flops'] / 1e9:.1f} | "
                      f"{row['gflops_per_s']:.1f} | {100 * row['peak_gflops_fraction']:.0f}% | "
-                     f"{row['aten_calls']} | {syncs} |")
+                     f"{row['aten_calls']} | {row['dispatched_calls']} | {syncs} |")
     s, c, e = result["sampler"], result["collection"], result["evaluation"]
     lines += ["",
               f"sampler: {s['sequences_per_s']:.0f} sequences/s ({s['batch']} x {s['length']})",
@@ -366,7 +395,8 @@ def main(args) -> int:
 
         raise UserError(f"bench measures {', '.join(FAMILIES)}; not {', '.join(unknown)}.")
     result = run_bench(algos, args.config, args.updates, args.device,
-                       log=(lambda *_: None) if args.quiet else print)
+                       log=(lambda *_: None) if args.quiet else print,
+                       compile=args.compile)
     print(format_table(result))
     if args.json:
         from coworld_bench.data.format import atomic_write_json

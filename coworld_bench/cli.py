@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--updates", type=int, help="timed updates per family (default 3, or 2 "
                                                "for authors/paper)")
     b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--compile", default="auto", metavar="BACKEND",
+                   help="torch.compile backend of the updates' sequential loops, as in run "
+                        "(auto: inductor on CUDA, off on a CPU; off; inductor; aot_eager)")
     b.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     b.add_argument("--quiet", action="store_true", help="print the table only")
     b.set_defaults(func=_cmd_bench)

@@ -95,8 +95,12 @@ def test_worker_acts_with_the_learners_weights_and_resumes_exactly(data_root, tm
     assert algorithm.sources[0].learner.worker._process is None
 
 
-def test_in_process_collection_is_the_default_on_a_cpu(data_root, tmp_path):
-    algorithm, _ = build(data_root, tmp_path, worker="auto")
-    learner = algorithm.sources[0].learner
-    assert learner.worker is None and learner.driver is not None
-    algorithm.close()
+def test_the_worker_is_on_by_default_for_cuda_only():
+    from baselines.coworld import CoWorld
+    from baselines.dreamerv2 import use_collect_worker
+
+    cfg = CoWorld.make_config("smoke", {})
+    assert cfg.collect_worker == "auto"
+    assert not use_collect_worker(cfg, "cpu") and use_collect_worker(cfg, "cuda")
+    on, off = (CoWorld.make_config("smoke", {"collect_worker": v}) for v in ("on", "off"))
+    assert use_collect_worker(on, "cpu") and not use_collect_worker(off, "cuda")
