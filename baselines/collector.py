@@ -124,14 +124,9 @@ class CollectorWorker:
         self._pending = False
 
     def _receive(self):
-        try:
-            ok, value = self._pipe.recv()
-        except EOFError:
-            raise RuntimeError(f"The collection worker died (exit code "
-                               f"{self._process.exitcode}).") from None
-        if not ok:
-            raise RuntimeError(f"Collection worker: {value}")
-        return value
+        from coworld_bench.evaluation import receive_reply
+
+        return receive_reply(self._pipe, self._process, "The collection worker")
 
     def start(self, steps: int, random: bool) -> None:
         """The next ``steps`` env steps, with the agent's current policy (or random

@@ -135,6 +135,18 @@ def _evaluate_parallel(algorithm, workers: "EnvWorkers", episodes: int, seed: in
     return sorted(finished, key=lambda e: e.index)
 
 
+def receive_reply(pipe, process, name: str):
+    """A worker process's ``(ok, value)`` reply: ``value``, or a RuntimeError naming
+    ``name`` when the worker reported an error or died."""
+    try:
+        ok, value = pipe.recv()
+    except EOFError:
+        raise RuntimeError(f"{name} died (exit code {process.exitcode}).") from None
+    if not ok:
+        raise RuntimeError(f"{name}: {value}")
+    return value
+
+
 def _env_worker(pipe, make_env) -> None:
     env = make_env()
     try:
@@ -172,14 +184,8 @@ class EnvWorkers:
         self.pipes[worker].send((command, args, kwargs))
 
     def receive(self, worker: int):
-        try:
-            ok, value = self.pipes[worker].recv()
-        except EOFError:
-            raise RuntimeError(f"Evaluation worker {worker} died (exit code "
-                               f"{self.processes[worker].exitcode}).") from None
-        if not ok:
-            raise RuntimeError(f"Evaluation worker {worker}: {value}")
-        return value
+        return receive_reply(self.pipes[worker], self.processes[worker],
+                             f"Evaluation worker {worker}")
 
     def call(self, worker: int, command: str, *args, **kwargs):
         self.send(worker, command, *args, **kwargs)
