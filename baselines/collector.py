@@ -10,7 +10,7 @@ flight. The worker's driver counters and random generators travel with the learn
 checkpoint, so a resumed run collects what an uninterrupted one does.
 
 What asynchronous collection changes, against collecting in the learner's process
-(``collect_worker=false``; the documented effect, deterministic under a seed either
+(``collect_worker=off``; the documented effect, deterministic under a seed either
 way):
 
 - Online DreamerV2 and source pretraining (``OnlineLearner.step``) collect with the
