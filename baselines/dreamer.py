@@ -56,7 +56,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.nets import adam, mlp
-from coworld_bench.algorithm import Choice, Range, TrainConfig, compile_backend
+from coworld_bench.algorithm import (Choice, Range, TrainConfig, compile_backend,
+                                    compiled_calls_run_eagerly)
 from coworld_bench.errors import ConfigError
 from coworld_bench.seeding import RandomStates
 
@@ -740,7 +741,8 @@ class Compiled:
         self.compiled = torch.compile(fn, backend=backend, dynamic=False)
 
     def __call__(self, *args, **kwargs):
-        if self.failed or kwargs.get("heads") is not None or kwargs.get("all_heads"):
+        if self.failed or compiled_calls_run_eagerly() or kwargs.get("heads") is not None \
+                or kwargs.get("all_heads"):
             return self.eager(*args, **kwargs)
         try:
             return self.compiled(*args, **kwargs)

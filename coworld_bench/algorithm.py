@@ -27,6 +27,7 @@ logging, resuming.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -264,6 +265,28 @@ def compile_backend() -> str | None:
 def set_compile_backend(backend: str | None) -> None:
     """Set by the runner before it builds the algorithm."""
     _COMPILE_BACKEND[0] = backend or None
+
+
+_EAGER = [False]
+
+
+def compiled_calls_run_eagerly() -> bool:
+    """True inside ``eagerly()``: compiled functions call their eager originals."""
+    return _EAGER[0]
+
+
+@contextlib.contextmanager
+def eagerly():
+    """Inside, functions compiled for this run (``run --compile``) run their eager
+    originals, with no call into torch.compile. For instruments that intercept every
+    aten call (``coworld-bench bench``'s ``TorchDispatchMode``): a compiled function once
+    called under such a mode stops using its compiled graphs in this process (seen with
+    torch 2.13), which would slow every later call down to eager speed."""
+    previous, _EAGER[0] = _EAGER[0], True
+    try:
+        yield
+    finally:
+        _EAGER[0] = previous
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ behaviour step, DrQ+BC's step), built exactly as ``run`` builds it on a real dat
   torch.profiler lists as ``aten::``), which is what bounds a GPU step at small batch;
   beside it, the calls actually dispatched from Python and autograd (torch.profiler's
   outermost ``aten::`` events), which is where ``--compile`` shows: a compiled loop's
-  fused kernels are not aten calls, while the dispatch mode runs compiled code eagerly;
+  fused kernels are not aten calls, while the dispatch mode counts the eager calls;
 - host synchronisations per update: the calls that make the host wait for the device
   (``.item()``/``float()``/``bool()`` on a tensor, ``nonzero``, ``masked_select``,
   ``unique``, ``equal``, copies from device to host); zero is the target;
@@ -67,6 +67,8 @@ def count_ops(fn: Callable[[], Any]) -> OpCounts:
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import flop_registry
 
+    from coworld_bench.algorithm import eagerly
+
     counts = OpCounts()
 
     class Counter(TorchDispatchMode):
@@ -84,7 +86,7 @@ def count_ops(fn: Callable[[], Any]) -> OpCounts:
                 counts.flops += int(flop_registry[packet](*args, **kwargs, out_val=out))
             return out
 
-    with Counter():
+    with eagerly(), Counter():
         fn()
     return counts
 
@@ -92,8 +94,7 @@ def count_ops(fn: Callable[[], Any]) -> OpCounts:
 def profiled_calls(fn: Callable[[], Any]) -> int:
     """Runs ``fn`` once under torch.profiler: the outermost ``aten::`` calls (those not
     made from inside another aten operator), i.e. the dispatcher entries from Python
-    and autograd. Unlike ``count_ops`` (whose dispatch mode makes compiled code run
-    eagerly) this sees what a compiled update really dispatches: a compiled graph's
+    and autograd. Unlike ``count_ops`` (which runs compiled functions eagerly) this sees what a compiled update really dispatches: a compiled graph's
     fused kernels are not aten calls."""
     from torch.profiler import ProfilerActivity, profile
 

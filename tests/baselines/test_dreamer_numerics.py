@@ -306,10 +306,11 @@ def test_compiled_loops_give_the_eager_numbers(data_root, tmp_path):
     """`run --compile BACKEND` (the default on CUDA): the posterior loop and imagination
     go through torch.compile with static shapes; here with the aot_eager backend (the
     graph capture and autograd tracing of the GPU path, without code generation): the
-    same metrics as eager CoWorld updates, and no fallback taken."""
+    same metrics as eager CoWorld updates, and no fallback taken; bench's operator
+    count leaves the compiled graphs in use."""
     from baselines.dreamer import Compiled
     from coworld_bench.algorithm import set_compile_backend
-    from coworld_bench.bench import build, updates_of
+    from coworld_bench.bench import build, count_ops, profiled_calls, updates_of
 
     results = []
     for backend in ("aot_eager", "off"):
@@ -327,6 +328,13 @@ def test_compiled_loops_give_the_eager_numbers(data_root, tmp_path):
                 metrics.update({f"{name}/{k}": float(v) for k, v in update().items()})
         if backend != "off":
             assert not observe.failed and not algorithm.target.ac.imagine.failed
+            # `bench` counts every aten call under a dispatch mode: the compiled loops run
+            # eagerly there and keep their compiled graphs for later calls (before the
+            # fix, the profiler saw eager calls ever after: 2803 against 2960 here).
+            step = algorithm.target_step
+            dispatched = profiled_calls(step)
+            count_ops(step)
+            assert profiled_calls(step) == dispatched
         results.append(metrics)
     compiled, eager = results
     assert compiled.keys() == eager.keys()
