@@ -476,12 +476,15 @@ class Run:
         """The algorithm (seeded) and the evaluation env for this run."""
         import torch
 
-        from coworld_bench import envs
+        from coworld_bench import envs, host
 
         seed = self.request.seed
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode also fills every new tensor with NaN (a check for reads of
+        # uninitialised memory): time spent on buffers written whole before they are read.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         from coworld_bench.algorithm import set_compile_backend
 
         backend = {"auto": "inductor" if self.device.type == "cuda" else None,
@@ -491,6 +494,8 @@ class Run:
             # Denormal floats (weights and activations decaying towards zero) run many
             # times slower on x86 CPUs; flushed to zero they change nothing that matters.
             torch.set_flush_denormal(True)
+            # Freed tensors stay in the heap: no page faults for the next update's.
+            host.keep_freed_memory()
         online = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
         make_source = make_target = None
         if self.algo_cls.needs_source:
