@@ -94,8 +94,9 @@ def count_ops(fn: Callable[[], Any]) -> OpCounts:
 def profiled_calls(fn: Callable[[], Any]) -> int:
     """Runs ``fn`` once under torch.profiler: the outermost ``aten::`` calls (those not
     made from inside another aten operator), i.e. the dispatcher entries from Python
-    and autograd. Unlike ``count_ops`` (which runs compiled functions eagerly) this sees what a compiled update really dispatches: a compiled graph's
-    fused kernels are not aten calls."""
+    and autograd. Unlike ``count_ops`` (which runs compiled functions eagerly) this
+    sees what a compiled update really dispatches: a compiled graph's fused kernels are
+    not aten calls."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -3,7 +3,7 @@
 An update allocates and frees the same large tensors every step (at the authors' CoWorld
 size, convolution activations of ~100 MB each). glibc's malloc serves blocks above its
 mmap threshold with fresh ``mmap`` pages and gives them back to the kernel on free, so
-every step page-faults its working set in again: ~430,000 minor faults and 0.6-1.8 s of
+every step page-faults its working set in again: ~480,000 minor faults and 0.9-1.8 s of
 kernel time per update there (``benchmarks/host_memory.py``). ``keep_freed_memory``
 makes malloc serve every block from its heap and keep freed memory for reuse.
 """
