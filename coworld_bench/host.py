@@ -24,7 +24,9 @@ ENV = "COWORLD_BENCH_KEEP_FREED_MEMORY"
 def keep_freed_memory() -> bool:
     """Tells glibc's malloc to serve large blocks from the heap (no ``mmap``) and to keep
     up to 2 GiB of freed memory at the heap's top instead of returning it to the kernel.
-    The resident size then stays near its peak (a few percent above, measured); tensors
+    The resident size then settles near its peak after a few updates (a few percent above,
+    measured: a freed block is reused once its neighbours are free too, since torch's
+    aligned allocation of the same size needs slightly more than the hole it left); tensors
     are aligned as before (torch aligns CPU buffers itself), so the numbers do not change.
     Returns whether it applied: not on other C libraries, nor with the environment
     variable ``COWORLD_BENCH_KEEP_FREED_MEMORY=0``."""
