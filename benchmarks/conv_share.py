@@ -5,10 +5,13 @@ on this machine's threads.
 
     python benchmarks/conv_share.py --config quick
     python benchmarks/conv_share.py --config authors --steps 2
+    python benchmarks/conv_share.py --config quick --autocast bf16   # bfloat16 on the CPU
 
 The algorithm is built as ``coworld-bench bench`` builds it (pair BP-DC on a small real
 Drawer Close dataset), so the run's settings (deterministic mode, flushed denormals, the
-kept heap) are in force.
+kept heap) are in force. ``--autocast bf16`` runs both under CPU bfloat16 autocast (the
+code path of ``precision: 16`` on CUDA; runs on a CPU train in float32), to show what
+bfloat16 matrix units would give.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="quick", choices=["smoke", "quick", "authors", "paper"])
     parser.add_argument("--steps", type=int, default=5, help="timed calls of each")
+    parser.add_argument("--autocast", default="off", choices=["off", "bf16"])
     args = parser.parse_args()
+
+    import contextlib
 
     import torch
 
@@ -45,16 +51,19 @@ def main() -> None:
             out = wm.decoder(feat)
             (wm.encoder(batch["image"]).square().mean() + out.square().mean()).backward()
 
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.autocast == "bf16"
+                    else contextlib.nullcontext())
         rows = []
-        for name, fn in (("target step", algo.target_step), ("encoder + decoder", convs)):
-            torch.manual_seed(0)
-            fn()  # warm-up
-            seconds = bench.timed(fn, args.steps, cpu)
-            rows.append((name, seconds, bench.count_ops(fn).flops / 1e9))
+        with autocast:
+            for name, fn in (("target step", algo.target_step), ("encoder + decoder", convs)):
+                torch.manual_seed(0)
+                fn()  # warm-up
+                seconds = bench.timed(fn, args.steps, cpu)
+                rows.append((name, seconds, bench.count_ops(fn).flops / 1e9))
         algo.close()
     images = batch["image"].shape[0] * batch["image"].shape[1]
     print(f"CoWorld ({args.config} config), {images} images per batch, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, autocast {args.autocast}")
     print("| | s | GFLOP | GFLOP/s |\n|---|---:|---:|---:|")
     for name, seconds, gflop in rows:
         print(f"| {name} | {seconds:.3f} | {gflop:.1f} | {gflop / seconds:.1f} |")
