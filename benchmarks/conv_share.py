@@ -1,7 +1,7 @@
 """How much of CoWorld's target step is its convolutions: seconds and FLOPs of the whole
 step, and of the target world model's image encoder and decoder run forward and backward
-alone on the same batch (the image term's reconstruction of the posterior features),
-on this machine's threads.
+alone on a batch of the same size (the encoder on the batch's images, the decoder on
+random features of the posterior's width), on this machine's threads.
 
     python benchmarks/conv_share.py --config quick
     python benchmarks/conv_share.py --config authors --steps 2
@@ -68,7 +68,7 @@ def main() -> None:
     for name, seconds, gflop in rows:
         print(f"| {name} | {seconds:.3f} | {gflop:.1f} | {gflop / seconds:.1f} |")
     (_, step_s, step_f), (_, conv_s, conv_f) = rows
-    print(f"convolutions: {100 * conv_s / step_s:.0f}% of the step's time, "
+    print(f"encoder + decoder: {100 * conv_s / step_s:.0f}% of the step's time, "
           f"{100 * conv_f / step_f:.0f}% of its FLOPs")
 
 
