@@ -105,3 +105,31 @@ def test_diagonal_fisher_on_a_tiny_model():
     fisher = diagonal_fisher(dict(model.named_parameters()),
                              lambda b: 0.5 * ((model(b[0]) - b[1]) ** 2).sum(), batches)
     assert fisher["weight"].item() == pytest.approx((1 ** 2 + 18 ** 2) / 2)
+
+
+def test_decoder_first_layer_matrix_product_equals_its_transposed_conv():
+    """ConvDecoder runs its first transposed conv (on a 1x1 input) as one matrix
+    product with channels-last output; the image must be the one the plain module stack
+    gives, in float32 and under CPU bfloat16 autocast, and so must the gradients."""
+    from baselines.dreamer import ConvDecoder
+
+    torch.manual_seed(0)
+    decoder = ConvDecoder(24, 4)
+    feat = torch.randn(3, 5, 24)
+
+    def stacked(f):
+        x = decoder.linear(f.reshape(-1, 24))[:, :, None, None]
+        return decoder.net(x).permute(0, 2, 3, 1).reshape(3, 5, 64, 64, 3).float()
+
+    out = decoder(feat)
+    assert out.shape == (3, 5, 64, 64, 3)
+    torch.testing.assert_close(out, stacked(feat), rtol=1e-5, atol=1e-6)
+    grads = []
+    for fn in (decoder, stacked):
+        decoder.zero_grad()
+        fn(feat).square().sum().backward()
+        grads.append([p.grad.clone() for p in decoder.parameters()])
+    for fast, plain in zip(*grads):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(decoder(feat), stacked(feat), rtol=0.05, atol=0.02)
