@@ -13,10 +13,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``, the README's command) a module's
     tests stay on one worker, so its module fixtures are made once, and the tests that
-    read the shared runs go together."""
+    read the shared runs go together. It must run before xdist's own hook, which reads
+    the ``xdist_group`` marks into the test ids the scheduler groups by: run after it,
+    the marks are ignored and a second worker waits minutes for the first one's runs."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
