@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from baselines.dreamer import (
-    categorical_kl, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl,
+    categorical_kl, categorical_sample, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl,
     kl_balance_loss, lambda_return,
 )
 
@@ -33,6 +33,27 @@ def test_lambda_return_limits():
     # lam = 1: Monte Carlo with bootstrap v(s_H): 1 + .9 + .81 + .729 * 5.
     assert lambda_return(reward, value, discount, 1.0)[0, 0].item() == pytest.approx(
         1 + 0.9 + 0.81 + 0.729 * 5)
+
+
+def test_categorical_sample_inverts_the_cumulative_distribution():
+    probs = torch.tensor([0.2, 0.0, 0.5, 0.3])  # cumulative 0.2, 0.2, 0.7, 1.0
+    torch.manual_seed(0)
+    uniform = torch.rand(1)
+    torch.manual_seed(0)
+    index = categorical_sample(probs).item()
+    # By hand: the class whose cumulative interval holds the draw.
+    u = uniform.item()
+    assert index == (0 if u < 0.2 else 2 if u < 0.7 else 3)
+    # Frequencies over many rows match the probabilities; a class of probability 0 is
+    # never drawn; a last cumulative value rounded below 1 cannot give an index past the end.
+    draws = categorical_sample(probs.expand(200_000, 4))
+    counts = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert counts[1] == 0
+    assert torch.allclose(counts, probs.double(), atol=0.005)
+    short = torch.tensor([[0.5, 0.4999]]).expand(10_000, 2)
+    assert categorical_sample(short).max() == 1
+    # Batched (..., stoch, classes) like the posterior's.
+    assert categorical_sample(torch.full((3, 5, 16, 16), 1 / 16)).shape == (3, 5, 16)
 
 
 def test_categorical_kl_by_hand():
