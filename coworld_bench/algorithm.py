@@ -188,6 +188,8 @@ class TrainConfig:
       dataset_seed: its seed.
       dataset_dir: an explicit dataset directory (overrides the four above).
       fast_render: shadows/reflections off, for the dataset and evaluation alike.
+      antialias: 4x multisampled rendering (off: one sample per pixel, ~2.7x faster
+        frames on a CPU), for the dataset and evaluation alike.
       random_baseline: after the final evaluation, also the return of uniformly random
         actions on the same evaluation seeds (cached in the data root), printed beside
         the final return and kept in result.json.
@@ -205,6 +207,7 @@ class TrainConfig:
     dataset_seed: int = 0
     dataset_dir: str = ""
     fast_render: bool = False
+    antialias: bool = True
     random_baseline: bool = True
 
     checks: ClassVar[dict[str, Range | Choice]] = {
@@ -245,10 +248,11 @@ class TrainConfig:
 BASE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(train_steps=20, eval_every=10, eval_episodes=1, checkpoint_every=5,
                   log_every=5, dataset_quality="random", dataset_behaviour="random",
-                  dataset_episodes=2, fast_render=True, random_baseline=False),
+                  dataset_episodes=2, fast_render=True, antialias=False,
+                  random_baseline=False),
     "quick": dict(train_steps=2_000, eval_every=1_000, eval_episodes=3, checkpoint_every=500,
                   log_every=50, dataset_quality="medium-replay", dataset_behaviour="scripted",
-                  dataset_episodes=20, fast_render=True),
+                  dataset_episodes=20, fast_render=True, antialias=False),
     "paper": {},
 }
 

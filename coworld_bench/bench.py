@@ -272,13 +272,14 @@ def source_step_with_collection(algorithm, config: str, data_root: Path, out: Pa
 
 
 def collection_rate(data_root: Path, workers: int, episodes: int) -> float:
-    """Frames per second of ``data collect`` (random Drawer Close, fast rendering)."""
+    """Frames per second of ``data collect`` (random Drawer Close, rendered as the quick
+    preset renders: fast, not anti-aliased)."""
     from coworld_bench.data import CollectConfig, collect
 
     with tempfile.TemporaryDirectory(dir=data_root) as tmp:
         start = time.perf_counter()
         manifest = collect(CollectConfig("DC", "random", episodes=episodes, seed=1,
-                                         env={"fast_render": True}),
+                                         env={"fast_render": True, "antialias": False}),
                            Path(tmp) / "d", workers=workers, progress=False)
         return manifest["step_count"] / (time.perf_counter() - start)
 
@@ -377,7 +378,7 @@ def format_table(result: dict[str, Any]) -> str:
     s, c, e = result["sampler"], result["collection"], result["evaluation"]
     lines += ["",
               f"sampler: {s['sequences_per_s']:.0f} sequences/s ({s['batch']} x {s['length']})",
-              f"collection (DC, random, fast rendering): {c['frames_per_s_1_process']:.0f} "
+              f"collection (DC, random, fast, no anti-aliasing): {c['frames_per_s_1_process']:.0f} "
               f"frames/s with 1 process, {c['frames_per_s_n_processes']:.0f} with "
               f"{c['processes']}",
               f"evaluation ({e['algo']} on {e['task']}): {e['seconds_per_episode']:.1f} s/episode",

@@ -180,6 +180,8 @@ def _env_from_args(args) -> dict:
     env = {}
     if getattr(args, "fast_render", False):
         env["fast_render"] = True
+    if getattr(args, "no_antialias", False):
+        env["antialias"] = False
     return env
 
 
@@ -212,8 +214,7 @@ def _cmd_data(args) -> int:
                 raise UserError("Give --recipe or --task/--quality, not both.")
             card, config = recipes.load_recipe(args.recipe, behaviour=args.behaviour,
                                                episodes=_budget(args, None))
-            if args.fast_render:
-                config.env["fast_render"] = True
+            config.env.update(_env_from_args(args))
             if args.seed is not None:
                 config.seed = args.seed
             out = Path(args.out) if args.out else data.default_root() / card["name"]
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int)
     c.add_argument("--fast-render", action="store_true",
                    help="shadows/reflections off (recorded; evaluation must match)")
+    c.add_argument("--no-antialias", action="store_true",
+                   help="one sample per pixel, not 4 (recorded; evaluation must match)")
     c.add_argument("--out", help="dataset directory (default: under the data root)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     i = dsub.add_parser("import", help="import dreamer-style npz episodes or V-D4RL hdf5",

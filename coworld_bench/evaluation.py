@@ -216,7 +216,8 @@ def random_action_returns(task: str, episodes: int, seed: int = 0, eval_index: i
     compares with."""
     from coworld_bench import envs
 
-    env = envs.make(task, seed=seed, **{"fast_render": True, **env_options})
+    # Rewards do not depend on the pixels: the cheapest rendering unless told otherwise.
+    env = envs.make(task, seed=seed, **{"fast_render": True, "antialias": False, **env_options})
     rng = np.random.default_rng(derive_seed(seed, RANDOM_ACTION_STREAM, eval_index))
     out = []
     for j in range(episodes):

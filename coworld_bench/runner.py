@@ -37,6 +37,7 @@ from coworld_bench import tasks as tasks_lib
 from coworld_bench.algorithm import PRESETS, RunContext, TrainConfig
 from coworld_bench.artifacts import Artifacts
 from coworld_bench.data.format import atomic_write_bytes, atomic_write_json
+from coworld_bench.envs.base import EnvOptions
 from coworld_bench.errors import UserError
 from coworld_bench.evaluation import evaluate
 
@@ -177,7 +178,7 @@ def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec) -> Path:
 
     if config.dataset_dir:
         return Path(config.dataset_dir).expanduser()
-    render = "-fast" if config.fast_render else ""
+    render = ("-fast" if config.fast_render else "") + ("" if config.antialias else "-noaa")
     name = (f"{config.dataset_quality}-{config.dataset_behaviour}-{config.dataset_episodes}ep-"
             f"seed{config.dataset_seed}{render}")
     return default_root() / target.id / name
@@ -193,10 +194,19 @@ def _collect_config(config: TrainConfig, target: tasks_lib.TaskSpec):
         params = dict((read_card(card).get("alternatives") or {}).get(config.dataset_behaviour)
                       or {})
         params.pop("episodes", None)
-    env = {"fast_render": True} if config.fast_render else {}
     return CollectConfig(task_id=target.id, quality=config.dataset_quality,
                          behaviour=config.dataset_behaviour, episodes=config.dataset_episodes,
-                         seed=config.dataset_seed, env=env, **params)
+                         seed=config.dataset_seed, env=render_options(config, defaults=False),
+                         **params)
+
+
+def render_options(config: TrainConfig, defaults: bool = True) -> dict[str, bool]:
+    """The run's rendering settings as env options; ``defaults=False``: only those that
+    differ from the default (what a dataset made for the run records)."""
+    options = {"fast_render": config.fast_render, "antialias": config.antialias}
+    if defaults:
+        return options
+    return {k: v for k, v in options.items() if v != getattr(EnvOptions, k)}
 
 
 def prepare(request: RunRequest) -> "Run":
@@ -266,11 +276,13 @@ def _check_dataset(directory: Path, config: TrainConfig, target: tasks_lib.TaskS
         raise RunError(f"The dataset {directory} holds {manifest.get('task_id')} data, not the "
                        f"run's target {target.id}: give a dataset of {target.id} with --set "
                        "dataset_dir=PATH, or run on its task.")
-    recorded = bool(manifest.get("env", {}).get("fast_render", False))
-    if recorded != config.fast_render:
-        raise RunError(f"The dataset {directory} was rendered with fast_render={recorded} but "
-                       f"the run asks for fast_render={config.fast_render}: evaluation must see "
-                       f"what the data shows; add --set fast_render={str(recorded).lower()}.")
+    for name, wanted in render_options(config).items():
+        # Datasets made before an option existed were rendered with its default.
+        recorded = bool(manifest.get("env", {}).get(name, getattr(EnvOptions, name)))
+        if recorded != wanted:
+            raise RunError(f"The dataset {directory} was rendered with {name}={recorded} but "
+                           f"the run asks for {name}={wanted}: evaluation must see what the "
+                           f"data shows; add --set {name}={str(recorded).lower()}.")
 
 
 class Run:
@@ -496,7 +508,7 @@ class Run:
             torch.set_flush_denormal(True)
             # Freed tensors stay in the heap: no page faults for the next update's.
             host.keep_freed_memory()
-        online = {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
+        online = {**render_options(self.config), "action_dim": self.action_dim}
         make_source = make_target = None
         if self.algo_cls.needs_source:
             make_source = functools.partial(envs.make, self.source.id, seed=seed, **online)
@@ -564,14 +576,14 @@ class Run:
 
     def _eval_env_options(self, dataset) -> dict[str, Any]:
         """Evaluation sees what the data shows: the dataset's recorded env options."""
-        from coworld_bench.envs import EnvOptions
 
         if dataset is None:  # online algorithms: the run's own settings
-            return {"fast_render": self.config.fast_render, "action_dim": self.action_dim}
+            return {**render_options(self.config), "action_dim": self.action_dim}
         recorded = dataset.env_options
         names = {f.name for f in dataclasses.fields(EnvOptions)}
         options = {k: v for k, v in recorded.items() if k in names and k != "action_dim"}
-        options.setdefault("fast_render", self.config.fast_render)
+        for name, value in render_options(self.config).items():
+            options.setdefault(name, value)
         if options.get("camera") in ("0", "default"):
             options.pop("camera")
         options["action_dim"] = self.action_dim

@@ -40,7 +40,7 @@ def make(task: str | TaskSpec, seed: int | None = 0, **options):
         ``coworld-bench list tasks``.
       seed: seeds every random source of the simulator and the wrappers.
       **options: fields of ``EnvOptions`` (image_size, camera, fast_render,
-        action_dim, action_noise, sparse_reward, moving_background).
+        antialias, action_dim, action_noise, sparse_reward, moving_background).
 
     Returns:
       The env. ``env.unwrapped.description`` is the dict to record with any data

@@ -30,6 +30,9 @@ class EnvOptions:
       camera: camera name; ``None`` = the suite's benchmark camera (Meta-World
         ``corner``, DMC camera 0, RoboDesk's own fixed view).
       fast_render: turn shadows and reflections off (about 4x faster on a CPU).
+      antialias: render with 4x multisampling (MuJoCo's default). Off, a Meta-World
+        frame renders about 2.7x faster on a CPU (24 -> 9 ms, 2-core AMD EPYC, with
+        fast_render), with hard edges instead of blended ones.
       action_dim: act in a larger action space than the task's own; the padded
         entries are ignored (pairs of tasks with different action dimensions).
       action_noise: std of Gaussian noise added to every action before it is
@@ -42,6 +45,7 @@ class EnvOptions:
     image_size: int = 64
     camera: str | None = None
     fast_render: bool = False
+    antialias: bool = True
     action_dim: int | None = None
     action_noise: float = 0.0
     sparse_reward: bool = False

@@ -126,7 +126,8 @@ class DMCEnv(BenchmarkEnv):
         self._domain, self._variant = task.sim_task.split("-")
         self._env = make_dm_env(self._domain, self._variant, seed)
         model = self._env.physics.model.ptr
-        self._camera = Camera(model, options.image_size, 0, fast=options.fast_render)
+        self._camera = Camera(model, options.image_size, 0, fast=options.fast_render,
+                              antialias=options.antialias)
         self._background = MovingBackground(options.image_size) if options.moving_background else None
         self._bg_rng = np.random.default_rng(seed)
         self._frame = 0

@@ -39,7 +39,8 @@ class MetaWorldEnv(BenchmarkEnv):
             raise ConfigError(f"Unknown Meta-World camera {self.camera_name!r}; "
                              f"valid cameras: {', '.join(names)}.")
         self._camera = Camera(self._env.model, options.image_size, self.camera_name,
-                              fast=options.fast_render, flip=True)
+                              fast=options.fast_render, flip=True,
+                              antialias=options.antialias)
         self.state_dim = int(self._env.observation_space.shape[0])
         super().__init__(task, options, seed)
 

@@ -68,7 +68,7 @@ class RoboDeskEnv(BenchmarkEnv):
                                       image_size=options.image_size)
         self._image_size = options.image_size
         self._camera = Camera(self._env.physics.model.ptr, RAW_SIZE, _free_camera(),
-                              fast=options.fast_render)
+                              fast=options.fast_render, antialias=options.antialias)
         # RoboDesk renders inside its own step/reset; route that through our camera.
         self._env.render = self._render_view
         self.camera_name = "default"

@@ -30,7 +30,8 @@ __all__ = ["RunRecord", "Problem", "find_runs", "load_runs", "SCALE_KEYS"]
 SCALE_KEYS = frozenset({
     "train_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every",
     "dataset_quality", "dataset_behaviour", "dataset_episodes", "dataset_seed", "dataset_dir",
-    "fast_render", "pretrain_env_steps", "pretrain_updates", "target_updates", "source_updates", "rounds",
+    "fast_render", "antialias", "pretrain_env_steps", "pretrain_updates", "target_updates",
+    "source_updates", "rounds",
     "model_updates", "std_decay_updates", "random_baseline", "collect_worker",
 })
 

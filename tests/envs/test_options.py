@@ -44,6 +44,22 @@ def test_fast_render_changes_pixels_not_dynamics():
     assert fast.unwrapped.description["fast_render"] is True
 
 
+def test_antialias_off_changes_edges_not_dynamics():
+    actions = np.random.default_rng(1).uniform(-1, 1, (2, 4)).astype(np.float32)
+    smooth = envs.make("DC", seed=4, fast_render=True)
+    hard = envs.make("DC", seed=4, fast_render=True, antialias=False)
+    frames_s, rewards_s = first_steps(smooth, actions)
+    frames_h, rewards_h = first_steps(hard, actions)
+    assert rewards_s == rewards_h
+    # Same scene: most pixels agree; the edges, where multisampling blends, differ.
+    same = (frames_s[-1] == frames_h[-1]).all(-1).mean()
+    assert 0.3 < same < 1.0
+    assert smooth.unwrapped.description["antialias"] is True
+    assert hard.unwrapped.description["antialias"] is False
+    assert smooth.unwrapped._camera._renderer._mjr_context.offSamples == 4
+    assert hard.unwrapped._camera._renderer._mjr_context.offSamples == 0
+
+
 def test_action_noise_is_seeded_and_changes_outcome():
     actions = np.zeros((3, 4), np.float32)
     clean = first_steps(envs.make("BP", seed=5, fast_render=True), actions)

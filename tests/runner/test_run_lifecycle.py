@@ -169,10 +169,10 @@ def test_eval_command(finished, cli):
 def test_paper_preset_on_cpu_prints_hint_and_estimate(finished, cli, own_root, tmp_path):
     """`run` without --preset is the paper preset; on a CPU (with --yes) it says how to
     ask for quick before training, then prints an estimate from measured update times."""
-    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
+    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast-noaa"
     result = cli("run", "--algo", "bc", "--target", "DC", "--quiet", "--out", tmp_path, "--yes",
                  "--set", f"dataset_dir={dataset}", "--set", "fast_render=true",
-                 "--set", "train_steps=7", "--set", "eval_episodes=1",
+                 "--set", "antialias=false", "--set", "train_steps=7", "--set", "eval_episodes=1",
                  "--set", "checkpoint_every=7")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -302,7 +302,7 @@ def test_corrupt_config_names_the_file(finished, tmp_path, cli, own_root):
 
 
 def test_dataset_of_another_task_is_refused(own_root, cli, tmp_path):
-    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast"
+    dataset = own_root / "mw-drawer-close" / "random-random-2ep-seed0-fast-noaa"
     assert (dataset / "manifest.json").exists()
     result = cli("run", "--algo", "bc", "--target", "BP", "--preset", "smoke", "--out", tmp_path,
                  "--set", f"dataset_dir={dataset}")
@@ -311,6 +311,12 @@ def test_dataset_of_another_task_is_refused(own_root, cli, tmp_path):
     result = cli("run", "--algo", "bc", "--target", "DC", "--preset", "smoke", "--out", tmp_path,
                  "--set", f"dataset_dir={dataset}", "--set", "fast_render=false")
     assert result.returncode == 2 and "fast_render=true" in result.stderr
+    # The smoke preset's data are rendered without anti-aliasing; the paper preset's
+    # evaluation would anti-alias.
+    assert json.loads((dataset / "manifest.json").read_text())["env"]["antialias"] is False
+    result = cli("run", "--algo", "bc", "--target", "DC", "--preset", "smoke", "--out", tmp_path,
+                 "--set", f"dataset_dir={dataset}", "--set", "antialias=true")
+    assert result.returncode == 2 and "--set antialias=false" in result.stderr
     assert not (tmp_path / "DC").exists() and not (tmp_path / "BP").exists()
 
 
