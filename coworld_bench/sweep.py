@@ -909,7 +909,8 @@ class Sweep:
         from coworld_bench.status import is_locked
 
         run_dir = self.root / entry["run_dir"]
-        if (run_dir / "result.json").exists() and entry["state"] == "finished":
+        # "running": a run whose process outlived a killed sweep and finished after it.
+        if (run_dir / "result.json").exists() and entry["state"] in ("finished", "running"):
             return "finished"
         if is_locked(run_dir):
             return "running"

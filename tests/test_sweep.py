@@ -319,6 +319,15 @@ def test_killed_sweep_reruns_only_what_is_missing(local_sweep, data_root):
     assert again.returncode == 0 and "0 of 8 jobs to run" in again.stdout, again.stdout
     assert {j: (e["state"], e["attempts"]) for j, e in _manifest(root).items()} == \
         {j: ("finished", e["attempts"]) for j, e in jobs.items()}
+    # A run that outlived the killed sweep and finished before the re-run (the race the
+    # fixture's survivor may win): the manifest still says running, its process is gone.
+    manifest = json.loads((root / "sweep.json").read_text())
+    manifest["jobs"][killed].update(state="running", pid=None)
+    (root / "sweep.json").write_text(json.dumps(manifest))
+    again = _cli(data_root, *local_sweep[1][3:], timeout=300)
+    assert again.returncode == 0 and "0 of 8 jobs to run" in again.stdout, again.stdout
+    entry = _manifest(root)[killed]
+    assert (entry["state"], entry["attempts"]) == ("finished", 2)
 
 
 def test_failed_job_is_reported_and_the_others_finish(local_sweep, data_root):
