@@ -11,9 +11,10 @@ printing its peak RSS against the stated budget. Sampling reads only the request
 rows, so peak RSS stays flat while the dataset grows past the budget.
 ``collect``: frames per second of the collector (one process, and N processes
 together) beside the raw simulator rate on the same machine: the simulator's own
-step plus one 64x64 render, with no dataset code around it. RoboDesk's raw rate is
-RoboDesk's own step, which renders with its own camera code (shadows on) whatever
-``fast_render`` says.
+step plus one 64x64 render, with no dataset code around it; for each rendering
+setting (the default, ``fast_render``, ``fast_render`` without anti-aliasing).
+RoboDesk's raw rate is RoboDesk's own step, which renders with its own camera code
+(shadows on) whatever the settings say.
 """
 
 from __future__ import annotations
@@ -120,26 +121,34 @@ def memory(args):
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _raw_rate(task_id: str, steps: int, fast: bool) -> float:
-    """The simulator alone: its own step function and one 64x64 render per step."""
+def _raw_rate(task_id: str, steps: int, render: dict) -> float:
+    """The simulator alone: its own step function and one 64x64 render per step, with
+    the rendering settings ``render`` (fast_render, antialias)."""
     import mujoco
 
     from coworld_bench import envs
 
-    env = envs.make(task_id, seed=0, fast_render=fast).unwrapped
+    fast = render.get("fast_render", False)
+    env = envs.make(task_id, seed=0, **render).unwrapped
     suite = env.task.suite
     rng = np.random.default_rng(0)
     if suite == "metaworld":
         sim = env._env
         sim.reset()
-        renderer = mujoco.Renderer(sim.model, 64, 64)
+        model = sim.model
+        if not render.get("antialias", True):
+            model.vis.quality.offsamples = 0
+        renderer = mujoco.Renderer(model, 64, 64)
         step = lambda a: sim.step(a)  # noqa: E731
         scene_data = lambda: sim.data  # noqa: E731
         camera = "corner"
     elif suite == "dmc":
         sim = env._env
         sim.reset()
-        renderer = mujoco.Renderer(sim.physics.model.ptr, 64, 64)
+        model = sim.physics.model.ptr
+        if not render.get("antialias", True):
+            model.vis.quality.offsamples = 0
+        renderer = mujoco.Renderer(model, 64, 64)
 
         def step(a):
             for _ in range(env.task.action_repeat):
@@ -172,18 +181,18 @@ def collect_rate(args):
 
     print(f"collect: frames/s, {os.cpu_count()} cores; one episode = 501 frames")
     for task_id in args.tasks:
-        for fast in (False, True):
-            raw = _raw_rate(task_id, args.steps, fast)
+        for render in ({}, {"fast_render": True}, {"fast_render": True, "antialias": False}):
+            raw = _raw_rate(task_id, args.steps, render)
             rates = []
             for workers in (1, args.workers):
                 with tempfile.TemporaryDirectory() as tmp:
-                    config = CollectConfig(task_id, "random", episodes=workers,
-                                           env={"fast_render": fast} if fast else {})
+                    config = CollectConfig(task_id, "random", episodes=workers, env=render)
                     start = time.perf_counter()
                     m = collect(config, tmp, workers=workers, progress=False)
                     rates.append((m["step_count"] + m["episode_count"]) / (time.perf_counter() - start))
             label = "raw (own render)" if task_id in ("PG", "OS", "OD", "UB") else "raw simulator"
-            print(f"  {task_id:<6} fast_render={str(fast):<5}  {label} {raw:6.1f}/s   "
+            setting = ", ".join(f"{k}={v}" for k, v in render.items()) or "default rendering"
+            print(f"  {task_id:<6} {setting:<35} {label} {raw:6.1f}/s   "
                   f"collector 1 process {rates[0]:6.1f}/s ({rates[0] / raw:.0%} of raw)   "
                   f"{args.workers} processes {rates[1]:6.1f}/s total "
                   f"({rates[1] / args.workers:.1f}/s per process)")
