@@ -123,7 +123,8 @@ def memory(args):
 
 def _raw_rate(task_id: str, steps: int, render: dict) -> float:
     """The simulator alone: its own step function and one 64x64 render per step, with
-    the rendering settings ``render`` (fast_render, antialias)."""
+    the rendering settings ``render`` (fast_render, antialias; the env's camera has
+    already set the model's multisampling, which the renderer below reads)."""
     import mujoco
 
     from coworld_bench import envs
@@ -135,20 +136,14 @@ def _raw_rate(task_id: str, steps: int, render: dict) -> float:
     if suite == "metaworld":
         sim = env._env
         sim.reset()
-        model = sim.model
-        if not render.get("antialias", True):
-            model.vis.quality.offsamples = 0
-        renderer = mujoco.Renderer(model, 64, 64)
+        renderer = mujoco.Renderer(sim.model, 64, 64)
         step = lambda a: sim.step(a)  # noqa: E731
         scene_data = lambda: sim.data  # noqa: E731
         camera = "corner"
     elif suite == "dmc":
         sim = env._env
         sim.reset()
-        model = sim.physics.model.ptr
-        if not render.get("antialias", True):
-            model.vis.quality.offsamples = 0
-        renderer = mujoco.Renderer(model, 64, 64)
+        renderer = mujoco.Renderer(sim.physics.model.ptr, 64, 64)
 
         def step(a):
             for _ in range(env.task.action_repeat):
