@@ -154,3 +154,54 @@ def test_decoder_first_layer_matrix_product_equals_its_transposed_conv():
         torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(decoder(feat), stacked(feat), rtol=0.05, atol=0.02)
+
+
+def test_conv_elu_by_hand_and_stock_where_it_must_be():
+    """The encoder's and decoder's ELU (max(x, exp(min(x, 0)) - 1) on CPU float32):
+    values and gradients by hand, torch's ELU kept under autocast."""
+    from baselines.dreamer import ConvELU
+
+    x = torch.tensor([-2.0, -1e-3, 0.0, 0.5, 3.0, -math.inf, math.inf], requires_grad=True)
+    y = ConvELU()(x)
+    assert type(y.grad_fn).__name__ == "_ELUFunctionBackward"  # the CPU float32 kernel ran
+    expected = [math.expm1(-2.0), math.expm1(-1e-3), 0.0, 0.5, 3.0, -1.0, math.inf]
+    torch.testing.assert_close(y.detach(), torch.tensor(expected), rtol=0, atol=1e-7)
+    y[:5].sum().backward()
+    # d/dx: exp(x) for x <= 0, 1 above.
+    torch.testing.assert_close(x.grad[:5], torch.tensor([math.exp(-2.0), math.exp(-1e-3), 1.0, 1.0, 1.0]),
+                               rtol=0, atol=1e-7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(ConvELU()(x).grad_fn).__name__ == "EluBackward0"
+    assert ConvELU()(x.detach().double()).dtype == torch.float64  # stock elsewhere
+
+
+def test_subpixel_transposed_conv_by_hand_and_against_torch():
+    """A stride-2 transposed conv run as a conv and a pixel interleave: a 1-channel
+    case by hand, then outputs and all three gradients against nn.ConvTranspose2d for
+    the decoder's kernels (5: odd, padded with a zero tap; 6)."""
+    from baselines.dreamer import StrideTwoTransposedConv, subpixel_weight
+
+    conv = StrideTwoTransposedConv(1, 1, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+        conv.bias.zero_()
+    # Output (a, 2j + b) = x[j] * w[a, b] for x = [1, 2].
+    out = conv(torch.tensor([[[[1.0, 2.0]]]]))
+    assert out.tolist() == [[[[1.0, 2.0, 2.0, 4.0], [3.0, 4.0, 6.0, 8.0]]]]
+    assert subpixel_weight(torch.randn(4, 3, 6, 6)).shape == (12, 4, 3, 3)
+
+    torch.manual_seed(0)
+    for kernel, size in ((5, 5), (6, 13)):
+        fast = StrideTwoTransposedConv(6, 3, kernel)
+        stock = nn.ConvTranspose2d(6, 3, kernel, 2)
+        stock.load_state_dict(fast.state_dict())  # same parameters, same state dict
+        x = torch.randn(4, 6, size, size).contiguous(memory_format=torch.channels_last)
+        results = []
+        for module in (fast, stock):
+            xi = x.clone().requires_grad_()
+            y = module(xi)
+            y.backward(torch.arange(y.numel(), dtype=torch.float32).reshape(y.shape).sin())
+            results.append([y.detach(), xi.grad, module.weight.grad, module.bias.grad])
+        assert results[0][0].shape == (4, 3, 2 * size + kernel - 2, 2 * size + kernel - 2)
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
