@@ -3,7 +3,11 @@
 Score = undiscounted sum of environment rewards over one episode; an evaluation
 point = ``episodes`` episodes with the deterministic policy. Episode ``j`` of
 evaluation point ``i`` is seeded from ``(run seed, i, j)``, so evaluations repeat
-exactly.
+exactly. The deterministic policy still draws random numbers where the algorithm
+samples (DreamerV2 samples the posterior latent when acting): each episode draws
+from its own torch random state, seeded from the same triple, so an episode's score
+does not depend on how many episodes run side by side, nor on anything the run did
+before, and evaluating leaves the run's random state as it was.
 
 Value trace: along the same real episodes, the algorithm's critic value of every
 visited state (``Algorithm.value`` after ``policy`` has taken in the observation,
@@ -16,6 +20,7 @@ the report's training-time table.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -28,11 +33,17 @@ from coworld_bench.seeding import derive_seed
 
 EVAL_STREAM = 1_000_003  # separates evaluation seeds from every other use of the seed
 RANDOM_ACTION_STREAM = 1_000_033  # the random-action baseline's actions
+POLICY_STREAM = 1_000_037  # the policy's own draws during an evaluation episode
 
 
 def eval_seed(seed: int, eval_index: int, episode: int) -> int:
     """The reset seed of episode ``episode`` of evaluation point ``eval_index``."""
     return derive_seed(seed, EVAL_STREAM, eval_index, episode)
+
+
+def policy_seed(seed: int, eval_index: int, episode: int) -> int:
+    """The seed of that episode's own random state for the policy's draws."""
+    return derive_seed(seed, POLICY_STREAM, eval_index, episode)
 
 
 def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
@@ -46,21 +57,55 @@ def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:
     return out
 
 
-class _Episode:
-    """One evaluation episode in progress (its policy state, what it recorded)."""
+class EpisodeRandomState:
+    """The torch random state of one evaluation episode (CPU, plus ``device``'s when it
+    is a GPU): ``with state.active():`` the code inside draws from it, and the global
+    random state is restored on leaving."""
 
-    def __init__(self, index: int, obs, algorithm):
+    def __init__(self, seed: int, device=None):
+        import torch
+
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.cpu = torch.Generator().manual_seed(seed).get_state()
+        self.gpu = (torch.Generator(self.device).manual_seed(seed).get_state()
+                    if self.device.type == "cuda" else None)
+
+    @contextlib.contextmanager
+    def active(self):
+        import torch
+
+        cuda = self.gpu is not None
+        with torch.random.fork_rng(devices=[self.device] if cuda else [],
+                                   device_type="cuda"):
+            torch.set_rng_state(self.cpu)
+            if cuda:
+                torch.cuda.set_rng_state(self.gpu, self.device)
+            yield
+            self.cpu = torch.get_rng_state()
+            if cuda:
+                self.gpu = torch.cuda.get_rng_state(self.device)
+
+
+class _Episode:
+    """One evaluation episode in progress (its policy state, random state, what it
+    recorded)."""
+
+    def __init__(self, index: int, obs, algorithm, seed: int):
         self.index, self.obs = index, obs
-        self.state = algorithm.initial_state()
+        self.random = EpisodeRandomState(seed, getattr(getattr(algorithm, "ctx", None),
+                                                       "device", None))
+        with self.random.active():
+            self.state = algorithm.initial_state()
         self.total, self.success, self.done = 0.0, False, False
         self.values: list[float] = []
         self.rewards: list[float] = []
 
     def act(self, algorithm, record_values: bool):
-        action, self.state = algorithm.policy(self.obs, self.state, deterministic=True)
-        if record_values:
-            value = algorithm.value(self.obs, self.state)
-            self.values.append(np.nan if value is None else float(value))
+        with self.random.active():
+            action, self.state = algorithm.policy(self.obs, self.state, deterministic=True)
+            if record_values:
+                value = algorithm.value(self.obs, self.state)
+                self.values.append(np.nan if value is None else float(value))
         return action
 
     def take(self, obs, reward, terminated, truncated, info) -> None:
@@ -85,7 +130,7 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
         finished = []
         for j in range(episodes):
             obs, _ = env.reset(seed=eval_seed(seed, eval_index, j))
-            episode = _Episode(j, obs, algorithm)
+            episode = _Episode(j, obs, algorithm, policy_seed(seed, eval_index, j))
             while not episode.done:
                 episode.take(*env.step(episode.act(algorithm, record_values)))
             finished.append(episode)
@@ -115,7 +160,7 @@ def _evaluate_parallel(algorithm, workers: "EnvWorkers", episodes: int, seed: in
     def start(worker: int) -> None:
         j = pending.pop(0)
         obs, _ = workers.call(worker, "reset", seed=eval_seed(seed, eval_index, j))
-        running[worker] = _Episode(j, obs, algorithm)
+        running[worker] = _Episode(j, obs, algorithm, policy_seed(seed, eval_index, j))
 
     for worker in range(min(workers.size, episodes)):
         start(worker)

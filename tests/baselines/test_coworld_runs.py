@@ -100,3 +100,15 @@ def test_bad_coworld_input(cli, tmp_path, args):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert ("is the target itself" in result.stderr) or ("coworld-brute-force" in result.stderr)
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluation_scores_do_not_depend_on_episodes_side_by_side(shared_runs, cli):
+    """The acting world model samples its posterior latent (DreamerV2), so each
+    evaluation episode draws from its own random state: two episodes side by side in
+    two simulator processes score what they score one after another."""
+    d = shared_runs / "WC-DC" / "coworld" / "seed0"
+    side_by_side = cli("eval", d, "--episodes", "2", "--eval-workers", "2")
+    one_by_one = cli("eval", d, "--episodes", "2", "--eval-workers", "1")
+    assert side_by_side.returncode == 0, side_by_side.stderr
+    assert "over 2 episodes" in one_by_one.stdout
+    assert side_by_side.stdout == one_by_one.stdout
