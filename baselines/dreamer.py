@@ -341,12 +341,11 @@ class StrideTwoTransposedConv(nn.ConvTranspose2d):
     its conv form on CPU float32 (``_SubpixelTransposedConv``) where that is faster,
     stock elsewhere."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, subpixel: bool = True):
+    def __init__(self, c_in: int, c_out: int, kernel: int):
         super().__init__(c_in, c_out, kernel, 2)
-        self.subpixel = subpixel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.subpixel and _float32_cpu(x):
+        if _float32_cpu(x):
             return _SubpixelTransposedConv.apply(x, self.weight, self.bias)
         return super().forward(x)
 
