@@ -37,6 +37,14 @@ weight) and provides the alignment target and the constraint; the source stage t
 (and relabels with) the source selected most often in the preceding target stage.
 Selections are logged per step.
 
+Frozen source encoders during a target stage: a source only learns in its own stage,
+so its embedding of a target frame is the same at every target step of a stage.
+``FrameEmbeddings`` keeps each frame's embedding the first time a batch draws it and
+reads it back at later steps; any source update clears it. The batches, the random
+draws and the losses are those of encoding every batch afresh; the embeddings may
+differ in the last bits (the encoder runs on the frames new to the cache, not on the
+whole batch: other batch sizes, other kernel blockings).
+
 Latent snapshots (paper fig. 11): ``work/latents.npz`` holds the source and target
 encoder embeddings of the same fixed target frames at the start of co-training
 ("before" alignment: the target encoder untrained) and after the last update
@@ -135,6 +143,53 @@ def minmax_value_loss(value: torch.Tensor, source_value: torch.Tensor, alpha: fl
     if brute_force:
         return alpha * value
     return alpha * torch.maximum(value, source_value.detach())
+
+
+class FrameEmbeddings:
+    """A frozen encoder's embeddings of an offline dataset's frames, by row: each frame
+    is encoded the first time a batch holds it, then read back, until ``clear()`` (the
+    encoder changed). The bookkeeping stays on the host (the batch's row numbers come
+    from the sampler), so a lookup never waits for the device. Off (``enabled``
+    False) when the table would exceed ``max_bytes``."""
+
+    def __init__(self, dataset, embed_dim: int, max_bytes: int = 1 << 30):
+        rows = np.asarray(dataset.lengths, np.int64) + 1  # an episode of T steps: T+1 rows
+        self.offsets = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        self.rows = int(rows.sum())
+        self.enabled = self.rows * embed_dim * 4 <= max_bytes
+        self.table: torch.Tensor | None = None
+        self.known = np.zeros(self.rows, bool)
+        self.encoded = 0  # frames run through the encoder (for tests and benchmarks)
+
+    def clear(self) -> None:
+        self.known[:] = False
+
+    def __call__(self, encoder, images: torch.Tensor, episode: np.ndarray,
+                 start: np.ndarray) -> torch.Tensor:
+        """The embeddings (B, T, E), float32, of ``images`` (B, T, H, W, C): the
+        sequences of ``episode`` starting at row ``start``."""
+        b, t = images.shape[:2]
+        flat = (self.offsets[episode][:, None] + start[:, None] + np.arange(t)).reshape(-1)
+        rows, first = np.unique(flat, return_index=True)
+        new = ~self.known[rows]
+        device = images.device
+        if new.any():
+            frames = images.reshape(b * t, *images.shape[2:])[_index(first[new], device)]
+            embed = encoder(frames).float()  # lossless from bfloat16; callers want float32
+            if self.table is None:
+                self.table = embed.new_empty((self.rows, embed.shape[-1]))
+            self.table[_index(rows[new], device)] = embed
+            self.known[rows[new]] = True
+            self.encoded += int(new.sum())
+        return self.table[_index(flat, device)].reshape(b, t, -1)
+
+
+def _index(array: np.ndarray, device) -> torch.Tensor:
+    """Host row numbers as an index tensor on ``device`` (pinned, non-blocking)."""
+    index = torch.as_tensor(np.ascontiguousarray(array, np.int64))
+    if torch.device(device).type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index
 
 
 # Configuration -----------------------------------------------------------------------
@@ -270,6 +325,9 @@ class CoWorld(Algorithm):
         self.target = DreamerAgent(config, self.action_dim, ctx.device, ctx.seed)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
+        self.frame_embeddings = [
+            FrameEmbeddings(ctx.dataset, s.agent.wm.encoder.out_dim)
+            if config.source_obs == "image" else None for s in self.sources]
         self.selected = 0
         self.selection_counts = np.zeros(len(self.sources), np.int64)
         self.target_steps = 0
@@ -295,6 +353,10 @@ class CoWorld(Algorithm):
 
     def _train_step(self, step):
         phase, index = self.phase(step)
+        if phase != "target":  # a source learns: its embeddings of target frames change
+            for cache in self.frame_embeddings:
+                if cache is not None:
+                    cache.clear()
         if phase == "pretrain":
             return {f"source{index}/{k}": v for k, v in self.sources[index].learner.step().items()}
         if phase == "target":
@@ -341,13 +403,23 @@ class CoWorld(Algorithm):
 
     # Target step: (A) and (C) --------------------------------------------------------
 
-    def select_source(self, target_embed, images) -> tuple[int, torch.Tensor, dict]:
-        """Picks the source for this target step: its index and its encoder's embedding
-        of ``images`` (no gradient; each source encoder runs once per step); with
-        several sources, logs the choice (one-hot) and appends it to
-        ``work/source_selection.csv`` (one line per target step)."""
+    def source_embeddings(self, images, rows=None) -> list[torch.Tensor]:
+        """Each source encoder's embedding of ``images`` (no gradient); with ``rows``
+        (the batch's (episodes, start rows) in the target dataset), through the
+        frozen sources' ``FrameEmbeddings``."""
         with torch.no_grad():
-            embeds = [s.agent.wm.encoder(images) for s in self.sources]
+            if rows is None:
+                return [s.agent.wm.encoder(images) for s in self.sources]
+            return [cache(s.agent.wm.encoder, images, *rows) if cache.enabled
+                    else s.agent.wm.encoder(images)
+                    for s, cache in zip(self.sources, self.frame_embeddings)]
+
+    def select_source(self, target_embed, images, rows=None) -> tuple[int, torch.Tensor, dict]:
+        """Picks the source for this target step: its index and its encoder's embedding
+        of ``images`` (``source_embeddings``); with several sources, logs the choice
+        (one-hot) and appends it to ``work/source_selection.csv`` (one line per target
+        step)."""
+        embeds = self.source_embeddings(images, rows)
         if len(self.sources) == 1:
             return 0, embeds[0], {}
         chosen, kls = closest_source([e.float() for e in embeds], target_embed.float())
@@ -362,15 +434,17 @@ class CoWorld(Algorithm):
             [self.target_steps, self.sources[chosen].task.id, *[f"{kl:.6g}" for kl in kls]])
         return chosen, embeds[chosen], scalars
 
-    def target_model_loss(self, batch):
+    def target_model_loss(self, batch, rows=None):
         """Eq. (3): the target world model's DreamerV2 loss plus (A), the domain
         alignment beta2 * KL( sg(g(e_S(o_T))) || g(e_T(o_T)) ) (``model/state_align``),
-        with the source chosen for this step (multi-source: the closest)."""
+        with the source chosen for this step (multi-source: the closest). ``rows``:
+        the batch's (episodes, start rows) in the target dataset, if known."""
         cfg = self.config
         losses, scales, aux = self.target.model_loss(batch)
         chosen, metrics = 0, {}
         if cfg.source_obs == "image":  # a state source has no image encoder: (A) is off
-            chosen, source_embed, metrics = self.select_source(aux["embed"], batch["image"])
+            chosen, source_embed, metrics = self.select_source(aux["embed"], batch["image"],
+                                                               rows)
             kl = state_alignment_loss(source_embed.float(), aux["embed"].float())
             metrics["alignment_kl"] = kl.detach()
             if not cfg.no_state_align:
@@ -396,8 +470,9 @@ class CoWorld(Algorithm):
 
     def target_step(self) -> dict:
         target = self.target
-        batch = target.batch(self.sampler)
-        metrics, aux = target.optimize(self.target_model_loss, batch)
+        rows = self.sampler.sample_indices()
+        batch = target.batch(self.sampler, rows)
+        metrics, aux = target.optimize(self.target_model_loss, batch, rows)
         scalars = {**metrics, **aux["metrics"], "model/kl_value": aux["kl"]}
         source = self.sources[aux["chosen"]].agent
         behaviour, b_aux = target.optimize(self.target_behaviour_loss,
@@ -492,6 +567,9 @@ class CoWorld(Algorithm):
         self.target_steps = int(state["target_steps"])
         # Selections made after the checkpoint are redone.
         self.ctx.artifacts.truncate_rows("source_selection.csv", self.target_steps)
+        for cache in self.frame_embeddings:
+            if cache is not None:
+                cache.clear()
 
     def close(self):
         for source in self.sources:

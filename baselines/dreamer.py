@@ -901,11 +901,12 @@ class DreamerAgent(nn.Module):
     def optimizers(self) -> dict[str, Optimizer]:
         return {"model": self.model_opt, **self.ac.optimizers}
 
-    def batch(self, source) -> dict[str, torch.Tensor]:
-        """A (batch, seq_len) batch from a SequenceSampler-like or a Replay."""
+    def batch(self, source, indices=None) -> dict[str, torch.Tensor]:
+        """A (batch, seq_len) batch from a SequenceSampler-like (``indices``: the
+        sequences to read, from its ``sample_indices()``) or a Replay."""
         cfg = self.cfg
         if hasattr(source, "sample_indices"):
-            data = source.sample()
+            data = source.sample(indices)
         else:
             data = source.sample(self.rng, cfg.batch_size, cfg.seq_len)
         keep = "image" if self.cfg.obs == "image" else "state"
