@@ -1,7 +1,8 @@
-"""The frozen source encoder's embeddings of target frames, cached within a target stage
-(baselines.coworld.FrameEmbeddings): the same embeddings as encoding every batch, each
-frame encoded once per stage, cleared when the source learns. Real CoWorld on Window
-Close -> Drawer Close (smoke preset)."""
+"""Work CoWorld no longer does, on real CoWorld (Window Close -> Drawer Close, smoke
+preset): the frozen source encoder's embeddings of target frames cached within a target
+stage (baselines.coworld.FrameEmbeddings: the same embeddings as encoding every batch,
+each frame encoded once per stage, cleared when the source learns); evaluation acting
+on one CPU thread (no second thread spin-waiting beside the simulators)."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def build(data_root, out):
+def build(data_root, out, eval_env=False):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COWORLD_BENCH_DATA", str(data_root))
         run = prepare(RunRequest(algo="coworld", pair="WC-DC", preset="smoke",
@@ -28,8 +29,8 @@ def build(data_root, out):
         if run.collect_config is not None:
             collect(run.collect_config, run.dataset_directory, progress=False)
         run.dir.mkdir(parents=True, exist_ok=True)
-        algo, _ = run.build(Dataset(run.dataset_directory))
-    return algo
+        algo, env = run.build(Dataset(run.dataset_directory))
+    return (algo, env) if eval_env else algo
 
 
 def train(algorithm, start, stop):
@@ -85,3 +86,24 @@ def test_training_with_and_without_the_cache_agrees(data_root, tmp_path):
     for a, b in zip(with_cache, without):
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+
+
+def test_evaluation_acts_on_one_thread_and_restores_the_setting(data_root, tmp_path):
+    from coworld_bench.evaluation import evaluate
+
+    algorithm, env = build(data_root, tmp_path / "a", eval_env=True)
+    seen = []
+    policy = algorithm.policy
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return policy(*args, **kwargs)
+
+    algorithm.policy = spy
+    torch.set_num_threads(2)
+    result = evaluate(algorithm, env, 1, seed=0, eval_index=1)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == 2
+    assert np.isfinite(result["mean"])
+    algorithm.close()
+    env.close()
