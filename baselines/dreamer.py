@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.nets import adam, mlp
+from baselines.nets import ELU, adam, float32_cpu, mlp
 from coworld_bench.algorithm import (Choice, Range, TrainConfig, compile_backend,
                                     compiled_calls_run_eagerly)
 from coworld_bench.errors import ConfigError
@@ -259,39 +259,11 @@ def tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
 
 # Networks --------------------------------------------------------------------------
 
-def _float32_cpu(x: torch.Tensor) -> bool:
-    """Whether the CPU float32 kernels below apply (elsewhere the stock ops run)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+class ConvELU(ELU):
+    """ELU for the image encoder's and decoder's feature maps: the CPU float32 kernel
+    of ``baselines.nets.ELU`` at every size (the maps are always large)."""
 
-
-class _ELUFunction(torch.autograd.Function):
-    """ELU as max(x, exp(min(x, 0)) - 1): for x > 0 the second term is 0, for x <= 0
-    exp(x) - 1 >= x. Four passes of cheap kernels run ~1.7x faster on a CPU than
-    torch's ELU, whose expm1 dominates (a (256, 16, 31, 31) tensor: 4.8 -> 2.8 ms); the
-    result differs from expm1's by at most 6e-8 (float32 rounding of exp(x) - 1 near 0).
-    The gradient is torch's own ELU backward from the result."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out = x.clamp(max=0)
-        out.exp_().sub_(1)
-        out = torch.maximum(x, out, out=out)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
-
-
-class ConvELU(nn.ELU):
-    """ELU for the image encoder's and decoder's large feature maps: the faster kernel
-    above on CPU float32, torch's elsewhere (bf16 keeps expm1's accuracy near 0)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ELUFunction.apply(x) if _float32_cpu(x) else super().forward(x)
+    min_size = 0
 
 
 def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -345,7 +317,7 @@ class StrideTwoTransposedConv(nn.ConvTranspose2d):
         super().__init__(c_in, c_out, kernel, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _float32_cpu(x):
+        if float32_cpu(x):
             return _SubpixelTransposedConv.apply(x, self.weight, self.bias)
         return super().forward(x)
 
@@ -443,7 +415,7 @@ class RSSM(nn.Module):
         stats = self.stoch_dim if self.discrete else 2 * cfg.stoch
         norm = cfg.layer_norm
         self.img_in = nn.Sequential(nn.Linear(self.stoch_dim + action_dim, cfg.hidden),
-                                    *([nn.LayerNorm(cfg.hidden)] if norm else []), nn.ELU())
+                                    *([nn.LayerNorm(cfg.hidden)] if norm else []), ELU())
         self.gru = LayerNormGRU(cfg.hidden, cfg.deter)
         self.prior_heads = nn.ModuleList(mlp(cfg.deter, cfg.hidden, 1, stats, norm=norm)
                                          for _ in range(cfg.ensemble))

@@ -1,11 +1,55 @@
 """Networks and augmentations used by more than one algorithm: the MLP of every head
-(DreamerV2's and DrQ-v2's), and the pixel pieces of the model-free baselines
-(DrQ-v2's encoder, frame stacking, random shifts)."""
+(DreamerV2's and DrQ-v2's) and its ELU, and the pixel pieces of the model-free
+baselines (DrQ-v2's encoder, frame stacking, random shifts)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def float32_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU float32 kernels of this package apply (elsewhere the stock ops
+    run)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
+
+
+class _ELUFunction(torch.autograd.Function):
+    """ELU as max(x, exp(min(x, 0)) - 1): for x > 0 the second term is 0, for x <= 0
+    exp(x) - 1 >= x. Four passes of cheap kernels run ~1.7x faster on a CPU than
+    torch's ELU, whose expm1 dominates (a (256, 16, 31, 31) tensor: 4.8 -> 2.8 ms); the
+    result differs from expm1's by at most 6e-8 (float32 rounding of exp(x) - 1 near 0).
+    The gradient is torch's own ELU backward from the result (no second exp)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clamp(max=0)
+        out.exp_().sub_(1)
+        out = torch.maximum(x, out, out=out)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
+
+
+class ELU(nn.ELU):
+    """ELU: the kernel above on CPU float32 tensors of at least ``min_size`` elements,
+    torch's elsewhere (bf16 keeps expm1's accuracy near 0; on small tensors four
+    kernel launches cost more than they save). Forward and backward of a dense layer's
+    activations (scratch timing, 2 threads): (16, 128) 54 -> 110 us, hence stock;
+    (256, 128) 170 -> 159 us; (4096, 128) 1046 -> 602 us. At the authors' CoWorld size
+    the heads' ELUs took ~0.33 s of a 3.9 s source step."""
+
+    min_size = 32_768
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float32_cpu(x) and x.numel() >= self.min_size:
+            return _ELUFunction.apply(x)
+        return super().forward(x)
 
 
 class DrQEncoder(nn.Module):
@@ -41,7 +85,7 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     return out.permute(0, 3, 1, 2).to(images.dtype)
 
 
-def mlp(in_dim: int, units: int, layers: int, out_dim: int, act=nn.ELU, norm: bool = False
+def mlp(in_dim: int, units: int, layers: int, out_dim: int, act=ELU, norm: bool = False
         ) -> nn.Sequential:
     """``layers`` dense layers of ``units`` with activation ``act`` (LayerNorm before it
     with ``norm``: DreamerV2's ``norm: layer``), then a linear output. DreamerV2's

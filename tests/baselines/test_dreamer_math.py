@@ -175,6 +175,26 @@ def test_conv_elu_by_hand_and_stock_where_it_must_be():
     assert ConvELU()(x.detach().double()).dtype == torch.float64  # stock elsewhere
 
 
+def test_dense_elu_takes_the_cpu_kernel_only_on_large_tensors():
+    """The heads' ELU (baselines.nets.ELU): the CPU float32 kernel from ``min_size``
+    elements up, torch's below; the same values and gradients either way."""
+    from baselines.nets import ELU, mlp
+
+    torch.manual_seed(0)
+    assert isinstance(mlp(4, 8, 1, 2)[1], ELU)
+    for rows, kernel in ((16, "EluBackward0"), (256, "_ELUFunctionBackward")):
+        x = (3 * torch.randn(rows, 128)).requires_grad_()
+        y = ELU()(x)
+        assert type(y.grad_fn).__name__ == kernel
+        grad = torch.randn_like(y)
+        y.backward(grad)
+        x_ref = x.detach().clone().requires_grad_()
+        y_ref = torch.nn.functional.elu(x_ref)
+        y_ref.backward(grad)
+        torch.testing.assert_close(y.detach(), y_ref.detach(), rtol=0, atol=1e-7)
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-6, atol=1e-7)
+
+
 def test_subpixel_transposed_conv_by_hand_and_against_torch():
     """A stride-2 transposed conv run as a conv and a pixel interleave: a 1-channel
     case by hand, then outputs and all three gradients against nn.ConvTranspose2d for
