@@ -354,9 +354,7 @@ class CoWorld(Algorithm):
     def _train_step(self, step):
         phase, index = self.phase(step)
         if phase != "target":  # a source learns: its embeddings of target frames change
-            for cache in self.frame_embeddings:
-                if cache is not None:
-                    cache.clear()
+            self.clear_frame_embeddings()
         if phase == "pretrain":
             return {f"source{index}/{k}": v for k, v in self.sources[index].learner.step().items()}
         if phase == "target":
@@ -413,6 +411,11 @@ class CoWorld(Algorithm):
             return [cache(s.agent.wm.encoder, images, *rows) if cache.enabled
                     else s.agent.wm.encoder(images)
                     for s, cache in zip(self.sources, self.frame_embeddings)]
+
+    def clear_frame_embeddings(self) -> None:
+        for cache in self.frame_embeddings:
+            if cache is not None:
+                cache.clear()
 
     def select_source(self, target_embed, images, rows=None) -> tuple[int, torch.Tensor, dict]:
         """Picks the source for this target step: its index and its encoder's embedding
@@ -567,9 +570,7 @@ class CoWorld(Algorithm):
         self.target_steps = int(state["target_steps"])
         # Selections made after the checkpoint are redone.
         self.ctx.artifacts.truncate_rows("source_selection.csv", self.target_steps)
-        for cache in self.frame_embeddings:
-            if cache is not None:
-                cache.clear()
+        self.clear_frame_embeddings()
 
     def close(self):
         for source in self.sources:

@@ -39,6 +39,18 @@ def session_folder(tmp_path_factory, name: str) -> Path:
     return folder
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread during the test (the setting restored after): the
+    in-process training of the CoWorld module tests, beside simulators in workers."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """A data root shared by the session's runs (smoke datasets are made once; two

@@ -12,12 +12,7 @@ from coworld_bench.data import Dataset, collect
 from coworld_bench.runner import RunRequest, prepare
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def build(data_root, out, eval_env=False):
