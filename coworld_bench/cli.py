@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the paper preset on a CPU anyway (it takes days to weeks)")
     r.add_argument("--eval-workers", type=int, metavar="N",
                    help="evaluation episodes side by side in N simulator processes (default: "
-                        "one per episode up to the cores less one; 1: one after another). Results do "
+                        "one per episode up to twice the cores; 1: one after another). Results do "
                         "not depend on it.")
     r.add_argument("--compile", default="auto", metavar="BACKEND",
                    help="torch.compile the world model's and imagination's loops: auto "
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
     e.add_argument("--eval-workers", type=int, metavar="N",
                    help="episodes side by side in N simulator processes (default: one per "
-                        "episode up to the cores less one; 1: one after another)")
+                        "episode up to twice the cores; 1: one after another)")
     e.add_argument("--device", default="auto")
     e.set_defaults(func=_cmd_eval)
 

@@ -111,7 +111,7 @@ class RunRequest:
     progress: bool = True
     yes: bool = False  # start the paper preset on a CPU anyway
     # Simulators of evaluation episodes run side by side in this many processes (None:
-    # one per episode up to the cores less one; 1: one after another in this process). The
+    # one per episode up to twice the cores; 1: one after another in this process). The
     # results are the same either way.
     eval_workers: int | None = None
     # torch.compile backend for the algorithms' hot loops: "auto" (inductor on CUDA, none
@@ -641,15 +641,18 @@ class Run:
 
     def _eval_workers(self, episodes: int):
         """The run's evaluation simulators in worker processes, started at the first
-        evaluation of more than one episode and kept until the run ends; None when
-        episodes run one after another here. By default one per episode up to the
-        cores less one, the core of this process, which acts for every episode: on 2
-        cores, episodes side by side were no faster than one after another (3 quick
-        CoWorld episodes: 14.7 s against 14.8 s), and starting the workers cost ~3 s."""
+        call (``_train`` calls it before its first update, so that the workers start
+        while the update, e.g. an online prefill, runs) and kept until the run ends;
+        None when episodes run one after another here. By default one per episode, up
+        to twice the cores: this process only acts (a few ms per step), while each
+        simulator renders for longer, so more simulators than cores still overlap.
+        Three quick CoWorld episodes on 2 cores (``coworld_bench.evaluate``, Mesa
+        rendering in the calling thread): 14.6 s one after another here, 12.4 s with 2
+        workers, 9.6 s with 3, whose start took 3.8 s."""
         from coworld_bench.evaluation import EnvWorkers
 
         wanted = self.request.eval_workers
-        size = min(episodes, wanted if wanted is not None else max(1, (os.cpu_count() or 1) - 1))
+        size = min(episodes, wanted if wanted is not None else 2 * (os.cpu_count() or 1))
         if size <= 1:
             return None
         if getattr(self, "_workers", None) is None:
@@ -705,6 +708,7 @@ class Run:
         start = time.perf_counter() - elapsed
         stop = _InterruptFlag()
         try:
+            self._eval_workers(cfg.eval_episodes)  # they start up beside the first updates
             while step < cfg.train_steps:
                 update_start = time.perf_counter()
                 scalars = algo.train_step(step)
