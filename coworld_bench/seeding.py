@@ -5,6 +5,10 @@ an independent 32-bit seed; evaluation episodes and dataset episodes both use it
 with their own keys. ``RandomStates`` collects the named generators of an algorithm
 (numpy Generators, torch Generators) so that its checkpoint saves and restores them
 in one place rather than by hand in every ``state_dict``.
+
+torch is imported where a generator is used, not here: simulator worker processes
+import this module (through ``coworld_bench.evaluation``) and never need torch, whose
+import took ~1.8 s of each worker's start-up.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["derive_seed", "RandomStates"]
 
@@ -30,17 +33,23 @@ class RandomStates:
     """
 
     def __init__(self, **generators):
+        import torch
+
         for name, gen in generators.items():
             if not isinstance(gen, (np.random.Generator, torch.Generator)):
                 raise TypeError(f"{name}: a numpy Generator or torch Generator, got {gen!r}.")
         self.generators = generators
 
     def state_dict(self) -> dict[str, Any]:
+        import torch
+
         return {name: (gen.get_state() if isinstance(gen, torch.Generator)
                        else gen.bit_generator.state)
                 for name, gen in self.generators.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch
+
         for name, gen in self.generators.items():
             if isinstance(gen, torch.Generator):
                 gen.set_state(state[name])
