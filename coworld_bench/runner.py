@@ -646,7 +646,7 @@ class Run:
         None when episodes run one after another here. By default one per episode, up
         to twice the cores: this process only acts (a few ms per step), while each
         simulator renders for longer, so more simulators than cores still overlap.
-        Three quick CoWorld episodes on 2 cores (``coworld_bench.evaluate``, Mesa
+        Three quick CoWorld episodes on 2 cores (``coworld_bench.evaluation.evaluate``, Mesa
         rendering in the calling thread): 14.6 s one after another here, 12.4 s with 2
         workers, 9.6 s with 3, whose start took 3.8 s."""
         from coworld_bench.evaluation import EnvWorkers
