@@ -24,11 +24,13 @@ distribution parameters, log-probabilities, entropies, rewards, values, discount
 lambda-returns are float32 (each head's output is cast, as DreamerV2 casts its
 distribution outputs), and the recurrent state stays float32.
 
+The actor (SPEC 7b) is the authors' ``trunc_normal`` (``TruncNormal``): a Normal with
+mean tanh(x) and std 2 sigmoid(s / 2) + 0.1 whose sample is clipped to +-(1 - 1e-6)
+with a straight-through gradient; log pi and the entropy are the Normal's. (DreamerV2
+itself uses a true truncated normal's density; the authors' clipped Normal is the
+SPEC's choice.)
+
 Deviations from DreamerV2, documented:
-- The truncated-normal action distribution is a tanh-squashed normal (torch has no
-  truncated normal); both keep actions in [-1, 1] and have a reparameterised sample.
-  Its entropy has no closed form: the bonus is the normal's entropy plus the
-  log-Jacobian of tanh at the reparameterised sample, an estimate that carries gradient.
 - Sampled windows always start from the initial state and a zero action (DreamerV2's
   replay marks the first row of every chunk ``is_first``); this module does it in
   ``RSSM.observe`` so that every sampler gets the same treatment.
@@ -223,18 +225,49 @@ def ewc_penalty(params: dict[str, torch.Tensor], anchors: dict[str, torch.Tensor
     return 0.5 * lam * total
 
 
-def diagonal_fisher(params: dict[str, torch.Tensor], loss_fn: Callable[[object], torch.Tensor],
-                    batches) -> dict[str, torch.Tensor]:
-    """Diagonal Fisher: mean over batches of the squared gradient of ``loss_fn(batch)``
-    (a negative log-likelihood) with respect to each parameter."""
+def diagonal_fisher(params: dict[str, torch.Tensor], sample_losses) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher, F_i = mean over samples s of (d l_s / d theta_i)^2:
+    each sample's negative log-likelihood ``l_s`` (scalars from the iterable
+    ``sample_losses``) differentiated on its own, its gradient squared, then averaged.
+    (The square of a batch-mean gradient is not this: it is ~F / N at batch N.) The
+    brute-force form, one backward pass per sample; ``vmap_diagonal_fisher`` computes
+    the same for a module applied row by row."""
     fisher = {k: torch.zeros_like(p) for k, p in params.items()}
     n = 0
-    for batch in batches:
-        grads = torch.autograd.grad(loss_fn(batch), list(params.values()), allow_unused=True)
+    for loss in sample_losses:
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for (k, _), g in zip(params.items(), grads):
             if g is not None:
                 fisher[k] += g.detach() ** 2
         n += 1
+    return {k: v / max(n, 1) for k, v in fisher.items()}
+
+
+def vmap_diagonal_fisher(module: nn.Module, row_loss: Callable[..., torch.Tensor],
+                         inputs: list[tuple[torch.Tensor, ...]], chunk_size: int = 1024
+                         ) -> dict[str, torch.Tensor]:
+    """``diagonal_fisher`` of ``module``'s trainable parameters where every row of the
+    ``inputs`` tensors is one sample: ``row_loss(forward, *row)`` is that sample's
+    negative log-likelihood, ``forward`` the module called with the parameters being
+    differentiated. Per-sample gradients come from ``torch.func.vmap`` over
+    ``torch.func.grad`` (in chunks of ``chunk_size`` rows), not from a loop.
+    ``inputs``: one tuple of (N, ...) tensors per batch; the mean is over all rows."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: p.detach() for k, p in module.named_parameters() if p.requires_grad}
+
+    def one(theta, *row):
+        forward = lambda x: functional_call(module, theta, (x[None],))[0]  # noqa: E731
+        return row_loss(forward, *row)
+
+    per_sample = vmap(grad(one), in_dims=(None, *([0] * len(inputs[0]))), chunk_size=chunk_size)
+    fisher = {k: torch.zeros_like(p) for k, p in params.items()}
+    n = 0
+    for tensors in inputs:
+        grads = per_sample(params, *tensors)
+        for k in fisher:
+            fisher[k] += (grads[k] ** 2).sum(0)
+        n += tensors[0].shape[0]
     return {k: v / max(n, 1) for k, v in fisher.items()}
 
 
@@ -249,12 +282,6 @@ def categorical_sample(probs: torch.Tensor) -> torch.Tensor:
     uniform = torch.rand(*probs.shape[:-1], 1, dtype=probs.dtype, device=probs.device)
     index = (probs.cumsum(-1) < uniform).sum(-1)
     return index.clamp_max(probs.shape[-1] - 1)
-
-
-def tanh_log_det(pre: torch.Tensor) -> torch.Tensor:
-    """log |d tanh(u) / du| = log(1 - tanh(u)^2), summed over the last axis, in the
-    stable form 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 that rounds to 0)."""
-    return (2 * (math.log(2) - pre - F.softplus(-2 * pre))).sum(-1)
 
 
 # Networks --------------------------------------------------------------------------
@@ -372,11 +399,17 @@ class ConvDecoder(nn.Module):
 
 
 class VectorEncoder(nn.Module):
-    """Encoder of low-dimensional state vectors."""
+    """Encoder of low-dimensional state vectors, DreamerV2's MLP encoder: ``layers``
+    dense layers of ``units``, each followed by (LayerNorm and) ELU; the embedding is
+    the last activation, not a bare linear output."""
 
     def __init__(self, in_dim: int, units: int, layers: int, norm: bool = False):
         super().__init__()
-        self.net = mlp(in_dim, units, layers - 1, units, norm=norm)
+        mods, d = [], in_dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, units), *([nn.LayerNorm(units)] if norm else []), ELU()]
+            d = units
+        self.net = nn.Sequential(*mods)
         self.out_dim = units
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -384,13 +417,13 @@ class VectorEncoder(nn.Module):
 
 
 class LayerNormGRU(nn.Module):
-    """DreamerV2's GRU cell: one dense layer on [x, h] (no bias), LayerNorm over its
-    three parts, and an update-gate bias of -1 so that the state is mostly kept at
+    """DreamerV2's GRU cell: one dense layer on [x, h] (with bias, as in DreamerV2 and
+    the authors' code), LayerNorm over its three parts, and an update-gate bias of -1 so that the state is mostly kept at
     initialisation. The new state is float32 whatever the autocast."""
 
     def __init__(self, in_dim: int, size: int, update_bias: float = -1.0):
         super().__init__()
-        self.linear = nn.Linear(in_dim + size, 3 * size, bias=False)
+        self.linear = nn.Linear(in_dim + size, 3 * size)
         self.norm = nn.LayerNorm(3 * size)
         self.update_bias = update_bias
 
@@ -591,30 +624,36 @@ class WorldModel(nn.Module):
         return losses, post, {"kl": kl_value, "embed": embed}
 
 
-class TanhNormal:
-    """Normal squashed by tanh: reparameterised samples in (-1, 1). Every quantity is
-    computed from the pre-squash sample u, never from atanh(a), which is infinite where
-    a rounds to +-1."""
+class TruncNormal:
+    """DreamerV2's and the authors' ``trunc_normal`` action distribution (SPEC 7b): a
+    Normal with mean tanh(x) and std 2 sigmoid(s / 2) + 0.1 (both made by
+    ``ActorCritic.policy``), whose reparameterised sample is clipped into
+    [-(1 - clip), 1 - clip] with a straight-through gradient (the value of the clipped
+    sample, the gradient of the unclipped one), as the authors' ``SafeTruncatedNormal``.
+    log pi and the entropy are the Normal's: analytic, so the entropy bonus carries
+    gradient and is bounded below by the std floor of 0.1 per dimension. Nothing here
+    calls atanh, so a saturated mean stays finite under bfloat16. Parameters are float32
+    (SPEC section 7)."""
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.base = torch.distributions.Normal(mean.float(), std.float(), validate_args=False)
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, clip: float = 1e-6):
+        self.mean, self.std, self.clip = mean.float(), std.float(), clip
 
-    def rsample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(action, pre-squash sample), both differentiable in the parameters."""
-        pre = self.base.rsample()
-        return torch.tanh(pre), pre
+    def rsample(self) -> torch.Tensor:
+        sample = self.mean + self.std * torch.randn_like(self.mean)
+        clipped = sample.clamp(-1.0 + self.clip, 1.0 - self.clip)
+        return sample + (clipped - sample).detach()
 
     def mode(self) -> torch.Tensor:
-        return torch.tanh(self.base.mean)
+        return self.mean
 
-    def log_prob(self, pre: torch.Tensor) -> torch.Tensor:
-        """log pi(tanh(u)) of a pre-squash sample u."""
-        return self.base.log_prob(pre).sum(-1) - tanh_log_det(pre)
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        """The Normal's log-density of ``action``, summed over its dimensions."""
+        z = (action.float() - self.mean) / self.std
+        return (-0.5 * z ** 2 - self.std.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def entropy(self, pre: torch.Tensor) -> torch.Tensor:
-        """One-sample estimate of the entropy, H(N) + log |d tanh(u) / du| at a
-        reparameterised u: its gradient is that of the true entropy in expectation."""
-        return self.base.entropy().sum(-1) + tanh_log_det(pre)
+    def entropy(self) -> torch.Tensor:
+        """The Normal's entropy, sum of 1/2 log(2 pi e std^2) over the dimensions."""
+        return (self.std.log() + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
 
 
 class ActorCritic(nn.Module):
@@ -637,9 +676,15 @@ class ActorCritic(nn.Module):
             "critic": Optimizer(self.critic.parameters(), cfg.critic_lr, cfg.grad_clip,
                                 cfg.weight_decay)}
 
-    def policy(self, feat: torch.Tensor) -> TanhNormal:
-        mean, std = self.actor(feat).float().chunk(2, -1)
-        return TanhNormal(mean, 2 * torch.sigmoid(std / 2) + 0.1)
+    def policy(self, feat: torch.Tensor) -> TruncNormal:
+        return self.policy_of(self.actor(feat))
+
+    @staticmethod
+    def policy_of(raw: torch.Tensor) -> TruncNormal:
+        """The action distribution of the actor's output: mean tanh(x), std
+        2 sigmoid(s / 2) + 0.1 (DreamerV2's ``trunc_normal`` head)."""
+        mean, std = raw.float().chunk(2, -1)
+        return TruncNormal(torch.tanh(mean), 2 * torch.sigmoid(std / 2) + 0.1)
 
     def value(self, feat: torch.Tensor) -> torch.Tensor:
         return self.critic(feat)[..., 0].float()
@@ -647,22 +692,21 @@ class ActorCritic(nn.Module):
     def imagine(self, world_model: WorldModel, start: dict, horizon: int,
                 heads: list[int] | None = None, all_heads: bool = False) -> dict:
         """Rolls the actor out in the model from flattened start states (no grad into
-        the start). Returns feats (H+1, N, F), actions and their pre-squash samples
-        (H, N, A), the policy's mean and std at each step (so the loss does not run the
-        actor again) and the prior states. ``heads[t]``: the prior head of step t."""
+        the start). Returns feats (H+1, N, F), actions (H, N, A), the policy's mean and
+        std at each step (so the loss does not run the actor again) and the prior
+        states. ``heads[t]``: the prior head of step t."""
         rssm = world_model.rssm
         state = {"deter": start["deter"].detach(), "stoch": start["stoch"].detach()}
         feats, states = [rssm.feat(state)], [state]
-        out = {"action": [], "pre": [], "mean": [], "std": []}
+        out = {"action": [], "mean": [], "std": []}
         for t in range(horizon):
             policy = self.policy(feats[-1].detach())
-            action, pre = policy.rsample()
+            action = policy.rsample()
             head = 0 if heads is None else int(heads[t])
             state = rssm.img_step(state, action, head=head, all_heads=all_heads)
             feats.append(rssm.feat(state))
             states.append(state)
-            for key, value in (("action", action), ("pre", pre), ("mean", policy.base.mean),
-                               ("std", policy.base.stddev)):
+            for key, value in (("action", action), ("mean", policy.mean), ("std", policy.std)):
                 out[key].append(value)
         return {"feat": torch.stack(feats), "states": states,
                 **{k: torch.stack(v) for k, v in out.items()}}
@@ -685,13 +729,13 @@ class ActorCritic(nn.Module):
         target = lambda_return(reward, slow_value, discount, cfg.lam)  # (H, N), float32
         weight = torch.cumprod(torch.cat([torch.ones_like(discount[:1]), discount[:-1]]), 0
                                ).detach()
-        policy = TanhNormal(traj["mean"], traj["std"])
+        policy = TruncNormal(traj["mean"], traj["std"])
         rho = cfg.reinforce_weight
         objective = (1 - rho) * target
         if rho:
             advantage = (target - slow_value[:-1]).detach()
-            objective = objective + rho * policy.log_prob(traj["pre"].detach()) * advantage
-        entropy = policy.entropy(traj["pre"])
+            objective = objective + rho * policy.log_prob(traj["action"].detach()) * advantage
+        entropy = policy.entropy()
         value = self.value(feat[:-1].detach())
         losses = {"actor/return": -(weight * objective).mean(),
                   "actor/entropy": -(weight * entropy).mean(),
@@ -976,7 +1020,7 @@ class DreamerAgent(nn.Module):
         post = self.observe_step(obs, state)
         with precision(self.cfg, self.device):
             dist = ac.policy(self.wm.rssm.feat(post))
-        action = dist.mode() if deterministic else dist.rsample()[0]
+        action = dist.mode() if deterministic else dist.rsample()
         return action[0].cpu().numpy(), (detach_states(post), action)
 
     @torch.no_grad()

@@ -3,9 +3,10 @@
 At the end of source pretraining a diagonal Fisher F is estimated on
 ``fisher_batches`` source batches and the parameters theta* are kept; the target
 phase then adds lambda/2 sum_i F_i (theta_i - theta*_i)^2 to each loss. F is the mean
-squared gradient of a negative log-likelihood: the world model's negative ELBO (its
-DreamerV2 loss), the actor's -log pi(a|s) of its own sampled actions at posterior
-states, the critic's Gaussian NLL 1/2 (v - R)^2 against imagined lambda-returns.
+squared per-sample gradient of a negative log-likelihood (the empirical Fisher, SPEC
+7b; ``ewc_fisher``): the world model's negative ELBO of each sequence (its DreamerV2
+loss), the actor's -log pi(a|s) of its own sampled action at each posterior state, the
+critic's Gaussian NLL 1/2 (v - R)^2 at each imagined state against its lambda-return.
 
 The paper does not publish lambda: ``benchmarks/ewc_sweep.py`` sweeps it on a log grid.
 The default of 100 is provisional: it has not yet been chosen by that sweep at a
@@ -20,7 +21,8 @@ from typing import ClassVar
 import torch
 
 from baselines.dreamer import (
-    behaviour_metrics, detach_states, diagonal_fisher, ewc_penalty, flatten_states,
+    DreamerAgent, behaviour_metrics, detach_states, diagonal_fisher, ewc_penalty, flatten_states,
+    vmap_diagonal_fisher,
 )
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
 from coworld_bench.algorithm import Range
@@ -44,6 +46,51 @@ def _params(module) -> dict[str, torch.Tensor]:
     return {k: p for k, p in module.named_parameters() if p.requires_grad}
 
 
+def ewc_samples(agent: DreamerAgent, batches) -> tuple[list, list]:
+    """The actor's and the critic's samples of ``ewc_fisher``, per batch: (posterior
+    features, an action the actor samples there) and (imagined features, their
+    lambda-returns), each (N, ...)."""
+    wm, ac = agent.wm, agent.ac
+    actor_rows, critic_rows = [], []
+    with torch.no_grad():
+        for batch in batches:
+            post = agent.posterior(batch)
+            feat = wm.rssm.feat(flatten_states(post))
+            actor_rows.append((feat, ac.policy(feat).rsample()))
+            traj = agent.imagine(post)
+            _, aux = ac.loss(traj, wm.reward_of(traj["feat"][1:]), wm.cont_of(traj["feat"][1:]))
+            critic_rows.append((traj["feat"][:-1].flatten(0, 1), aux["target"].flatten()))
+    return actor_rows, critic_rows
+
+
+def ewc_fisher(agent: DreamerAgent, batches) -> dict[str, dict[str, torch.Tensor]]:
+    """EWC's diagonal Fisher of the world model, actor and critic (SPEC 7b): the mean
+    over samples of each sample's squared gradient. Samples: the world model's are the
+    batches' sequences, each one's negative ELBO (its DreamerV2 loss on that sequence
+    alone); the actor's are posterior states, -log pi(a|s) of an action it samples
+    there; the critic's are imagined states, 1/2 (v(s) - R)^2 against the
+    lambda-return R."""
+    wm, ac = agent.wm, agent.ac
+
+    def sequence_nlls():
+        for batch in batches:
+            for i in range(batch["action"].shape[0]):
+                losses, scales, _ = agent.model_loss({k: v[i:i + 1] for k, v in batch.items()})
+                yield sum(scales[k] * v for k, v in losses.items())
+
+    actor_rows, critic_rows = ewc_samples(agent, batches)
+
+    def actor_nll(forward, feat, action):
+        return -ac.policy_of(forward(feat)).log_prob(action)
+
+    def critic_nll(forward, feat, target):
+        return 0.5 * (forward(feat)[0].float() - target) ** 2
+
+    return {"model": diagonal_fisher(_params(wm), sequence_nlls()),
+            "actor": vmap_diagonal_fisher(ac.actor, actor_nll, actor_rows),
+            "critic": vmap_diagonal_fisher(ac.critic, critic_nll, critic_rows)}
+
+
 @register("dv2-finetune-ewc")
 class DV2FinetuneEWC(DV2Finetune):
     Config = EWCConfig
@@ -60,27 +107,7 @@ class DV2FinetuneEWC(DV2Finetune):
         self.anchors: dict[str, dict[str, torch.Tensor]] | None = None
 
     def estimate_fisher(self, batches) -> dict[str, dict[str, torch.Tensor]]:
-        agent, wm, ac = self.agent, self.agent.wm, self.agent.ac
-
-        def model_nll(batch):
-            losses, scales, _ = agent.model_loss(batch)
-            return sum(scales[k] * v for k, v in losses.items())
-
-        def actor_nll(batch):
-            dist = ac.policy(wm.rssm.feat(flatten_states(agent.posterior(batch))))
-            _, pre = dist.rsample()
-            return -dist.log_prob(pre.detach()).mean()
-
-        def critic_nll(batch):
-            with torch.no_grad():
-                traj = agent.imagine(agent.posterior(batch))
-                _, aux = ac.loss(traj, wm.reward_of(traj["feat"][1:]),
-                                 wm.cont_of(traj["feat"][1:]))
-            return (0.5 * (ac.value(traj["feat"][:-1]) - aux["target"]) ** 2).mean()
-
-        losses = {"model": model_nll, "actor": actor_nll, "critic": critic_nll}
-        return {name: diagonal_fisher(_params(self.parts[name]), losses[name], batches)
-                for name in self.parts}
+        return ewc_fisher(self.agent, batches)
 
     def end_of_pretraining(self):
         batches = [self.agent.batch(self.learner.replay) for _ in range(self.config.fisher_batches)]

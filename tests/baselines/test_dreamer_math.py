@@ -8,6 +8,7 @@ from torch import nn
 
 from baselines.dreamer import (
     categorical_kl, categorical_sample, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl,
+    vmap_diagonal_fisher,
     kl_balance_loss, lambda_return,
 )
 
@@ -121,11 +122,15 @@ def test_diagonal_fisher_on_a_tiny_model():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(2.0)
-    batches = [(torch.tensor([[1.0]]), torch.tensor([[1.0]])),   # grad (2 - 1) * 1 = 1
-               (torch.tensor([[3.0]]), torch.tensor([[0.0]]))]   # grad (6 - 0) * 3 = 18
-    fisher = diagonal_fisher(dict(model.named_parameters()),
-                             lambda b: 0.5 * ((model(b[0]) - b[1]) ** 2).sum(), batches)
+    x, y = torch.tensor([[1.0], [3.0]]), torch.tensor([[1.0], [0.0]])
+    # per-sample gradients 1 and 18: F = (1 + 324) / 2; the batch-mean gradient's square
+    # would be ((1 + 18) / 2)^2 = 90.25.
+    losses = (0.5 * (model(x[i]) - y[i]) ** 2 for i in range(2))
+    fisher = diagonal_fisher(dict(model.named_parameters()), (loss.sum() for loss in losses))
     assert fisher["weight"].item() == pytest.approx((1 ** 2 + 18 ** 2) / 2)
+    by_vmap = vmap_diagonal_fisher(model, lambda forward, xi, yi: 0.5 * (forward(xi) - yi).pow(2).sum(),
+                                   [(x[:1], y[:1]), (x[1:], y[1:])])
+    assert by_vmap["weight"].item() == pytest.approx((1 ** 2 + 18 ** 2) / 2)
 
 
 def test_decoder_first_layer_matrix_product_equals_its_transposed_conv():

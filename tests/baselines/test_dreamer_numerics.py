@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from baselines.dreamer import (
-    SMOKE_MODEL, ActorCritic, DreamerAgent, DreamerConfig, TanhNormal, WorldModel,
-    lambda_return, tanh_log_det,
+    SMOKE_MODEL, ActorCritic, DreamerAgent, DreamerConfig, WorldModel, lambda_return,
 )
 from coworld_bench.runner import RunRequest, prepare
 
@@ -124,37 +123,58 @@ def test_lambda_returns_under_autocast_equal_float32():
     assert (bf16 - reference).abs().max() > 1e-5 * reference.abs().max()
 
 
-def test_actor_stays_finite_when_tanh_saturates_in_bfloat16():
-    """The defect: under autocast tanh rounded to +-1 and atanh gave inf. Actions now
-    saturate without any quantity becoming infinite."""
-    policy = TanhNormal(torch.full((5, 4), 20.0, dtype=torch.bfloat16).requires_grad_(),
-                        torch.full((5, 4), 0.1, dtype=torch.bfloat16))
-    action, pre = policy.rsample()
-    assert (action == 1).all()  # saturated in float32 too
-    assert torch.isfinite(policy.log_prob(pre)).all() and torch.isfinite(policy.entropy(pre)).all()
+FLOOR = 0.5 * math.log(2 * math.pi * math.e * 0.1 ** 2)  # a Normal's entropy at std 0.1
 
 
-@pytest.mark.parametrize("std", [0.3, 1.5])
-def test_entropy_estimate_has_the_gradient_of_the_true_entropy(std):
-    """d H / d std of tanh(N(0, std)): positive at 0.3, negative at 1.5 (the entropy of
-    the squashed normal peaks near 0.87). The estimate's gradient matches a central
-    finite difference of a Monte-Carlo entropy with common random numbers."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_actor_distribution_is_the_clipped_normal_with_a_floor(dtype):
+    """SPEC 7b: mean tanh(x), std 2 sigmoid(s / 2) + 0.1; log pi and the entropy are the
+    Normal's; samples lie in [-1, 1] and carry the unclipped sample's gradient; the
+    entropy never falls below a std-0.1 Normal's, even at saturated outputs (bf16
+    included: nothing is infinite)."""
     torch.manual_seed(0)
-    log_std = torch.tensor(math.log(std), requires_grad=True)
-    mean = torch.zeros(200_000, 1)
-    policy = TanhNormal(mean, log_std.exp().expand(200_000, 1))
-    _, pre = policy.rsample()
-    policy.entropy(pre).mean().backward()
-    grad = log_std.grad.item() / std  # d/d std
+    raw = torch.tensor([[30.0, -30.0, 0.2, 1.0, -1e4, -1e4, 0.0, 3.0]], dtype=dtype
+                       ).repeat(4000, 1).requires_grad_()
+    policy = ActorCritic.policy_of(raw)
+    mean = torch.tanh(raw[:, :4].float())
+    std = 2 * torch.sigmoid(raw[:, 4:].float() / 2) + 0.1
+    assert torch.allclose(policy.mean, mean) and torch.allclose(policy.std, std)
+    assert policy.std.min() >= 0.1
+    action = policy.rsample()
+    assert action.abs().max() <= 1 and (action.abs() == 1 - 1e-6).any()  # clipped, not rescaled
+    normal = torch.distributions.Normal(mean, std)
+    assert torch.allclose(policy.log_prob(action), normal.log_prob(action.detach()).sum(-1),
+                          atol=1e-4)
+    assert torch.allclose(policy.entropy(), normal.entropy().sum(-1))
+    assert (policy.entropy() >= 4 * FLOOR - 1e-5).all()
+    assert torch.isfinite(policy.log_prob(action)).all()
+    # Straight-through: d action / d mean is 1 wherever the sample was clipped too.
+    (grad,) = torch.autograd.grad(action[:, 0].sum(), raw)
+    tanh_grad = 1 - torch.tanh(raw[:, 0].float()) ** 2
+    assert torch.allclose(grad[:, 0].float(), tanh_grad.to(dtype).float(), rtol=1e-2)
+    assert torch.isfinite(grad).all()
 
-    eps = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(1))
 
-    def entropy(s):
-        return (0.5 * math.log(2 * math.pi * math.e * s * s) + tanh_log_det(s * eps).mean()).item()
-
-    expected = (entropy(std + 1e-3) - entropy(std - 1e-3)) / 2e-3
-    assert np.sign(grad) == np.sign(expected) != 0
-    assert grad == pytest.approx(expected, rel=0.1)
+def test_actor_keeps_its_noise_when_a_toy_return_pushes_it_to_the_bound():
+    """The failure the tanh-squashed normal had: maximising a return that grows with the
+    action (r = a, DreamerV2's dynamics-backprop gradient through the sample) plus
+    DreamerV2's entropy bonus drove its entropy to -11.5 and action std to 0.02. The
+    clipped Normal's std stays at or above its 0.1 floor and the entropy above a
+    std-0.1 Normal's, while the mean goes to the bound."""
+    torch.manual_seed(0)
+    raw = torch.zeros(1, 4, requires_grad=True)
+    opt = torch.optim.Adam([raw], lr=1e-2)
+    for _ in range(3000):
+        policy = ActorCritic.policy_of(raw.expand(64, 4))
+        loss = -policy.rsample().sum(-1).mean() - 1e-4 * policy.entropy().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy = ActorCritic.policy_of(raw)
+    assert policy.mean.min() > 0.99  # the return was maximised
+    assert policy.std.min() >= 0.1 and policy.entropy().item() >= 2 * FLOOR - 1e-5
+    samples = policy.mean + policy.std * torch.randn(20_000, 2)
+    assert samples.std(0).min() >= 0.095  # actions are still drawn with std >= 0.1
 
 
 def test_actor_entropy_term_pushes_the_actor_std_the_right_way():
@@ -169,11 +189,6 @@ def test_actor_entropy_term_pushes_the_actor_std_the_right_way():
     losses["actor/entropy"].backward()
     grad = agent.ac.actor[-1].bias.grad[4:]
     assert (grad < 0).all()
-
-
-def test_tanh_log_det_matches_the_direct_formula():
-    u = torch.linspace(-3, 3, 13)
-    assert torch.allclose(tanh_log_det(u[:, None]), torch.log(1 - torch.tanh(u) ** 2), atol=1e-5)
 
 
 def test_offline_dv2_kl_trains_exactly_the_head_of_each_step():
@@ -340,3 +355,53 @@ def test_compiled_loops_give_the_eager_numbers(data_root, tmp_path):
     assert compiled.keys() == eager.keys()
     for key in eager:
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-5), key
+
+
+def test_ewc_fisher_is_the_mean_of_per_sample_squared_gradients():
+    """SPEC 7b: EWC's diagonal Fisher equals a brute-force loop over samples (one
+    backward pass each: sequences for the world model, posterior states for the actor's
+    -log pi, imagined states for the critic's NLL), and is not the square of the
+    batch-mean gradient (which is ~F / N)."""
+    from baselines.dv2_finetune_ewc import ewc_fisher, ewc_samples
+
+    agent = _agent()
+    batches = [_batch(b=3, t=5, seed=1), _batch(b=3, t=5, seed=2)]
+    torch.manual_seed(0)
+    fisher = ewc_fisher(agent, batches)
+    torch.manual_seed(0)  # the same draws: the samples first, then the model's posteriors
+    actor_rows, critic_rows = ewc_samples(agent, batches)
+
+    def brute(module, losses):
+        params = [p for p in module.parameters() if p.requires_grad]
+        total, n = [torch.zeros_like(p) for p in params], 0
+        for loss in losses:
+            for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                if g is not None:
+                    acc += g ** 2
+            n += 1
+        return [t / n for t in total]
+
+    def model_losses():
+        for batch in batches:
+            for i in range(3):
+                losses, scales, _ = agent.model_loss({k: v[i:i + 1] for k, v in batch.items()})
+                yield sum(scales[k] * v for k, v in losses.items())
+
+    ac = agent.ac
+    actor_losses = (-ac.policy(feat[i:i + 1]).log_prob(action[i:i + 1]).sum()
+                    for feat, action in actor_rows for i in range(len(feat)))
+    critic_losses = (0.5 * ((ac.value(feat[i:i + 1]) - target[i:i + 1]) ** 2).sum()
+                     for feat, target in critic_rows for i in range(len(feat)))
+    expected = {"model": brute(agent.wm, model_losses()),
+                "actor": brute(ac.actor, actor_losses), "critic": brute(ac.critic, critic_losses)}
+    for part, values in expected.items():
+        got = list(fisher[part].values())
+        assert len(got) == len(values)
+        for g, e in zip(got, values):
+            assert torch.allclose(g, e, rtol=1e-4, atol=1e-10), part
+    # The batch form squares the mean gradient: far smaller at N = 30 states.
+    feat, action = actor_rows[0]
+    loss = -ac.policy(feat).log_prob(action).mean()
+    batch_form = sum((g ** 2).sum() for g in torch.autograd.grad(loss, list(ac.actor.parameters())))
+    per_sample = sum(v.sum() for v in fisher["actor"].values())
+    assert batch_form < 0.5 * per_sample
