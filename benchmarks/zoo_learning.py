@@ -6,8 +6,9 @@ same evaluation seeds.
                                       [--updates 5000] [--episodes 5] [--out DIR]
 
 The dataset is the quick preset's: Meta-World's scripted behaviour, medium-replay
-(the scripted policy's noisy "replay buffer" until it first reaches a third of its
-noise-free return), 20 episodes, fast rendering; the model sizes are the quick
+(random actions giving way to the scripted policy's over the budget, until the return
+is a third of the way from random actions' to the scripted policy's), 20 episodes at
+most, fast rendering; the model sizes are the quick
 preset's too. Prints, per algorithm, the wall time on this device and the final
 return beside the random-action baseline.
 """

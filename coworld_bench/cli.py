@@ -195,8 +195,18 @@ def _print_manifest(directory, manifest) -> None:
     print(f"  return    mean {r['mean']:.1f} ± {r['std']:.1f}  [min {r['min']:.1f}, "
           f"max {r['max']:.1f}]" + (f"   success {r['success_rate']:.2f}"
                                     if r.get("success_rate") is not None else ""))
+    if r.get("random_return") is not None or r.get("reference_return") is not None:
+        scale = "   ".join(f"{name} {r[key]:.1f}" for name, key in (
+            ("R_random", "random_return"), ("R_ref", "reference_return"))
+            if r.get(key) is not None)
+        print(f"  scale     {scale}   (normalised (R - R_random) / (R_ref - R_random))")
+    if r.get("normalised") is not None:
+        n = r["normalised"]
+        print(f"  normalised mean {n['mean']:.2f}  [min {n['min']:.2f}, max {n['max']:.2f}]")
     if manifest.get("threshold") is not None:
-        print(f"  threshold {manifest['threshold']:.1f}")
+        level = manifest.get("normalised_threshold")
+        print(f"  threshold {manifest['threshold']:.1f}"
+              + (f" (normalised {level:.2f})" if level is not None else ""))
     env = manifest["env"]
     print("  env       " + ", ".join(f"{k}={v}" for k, v in env.items()))
 

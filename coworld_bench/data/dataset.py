@@ -41,6 +41,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     for key in ("task_id", "episodes", "env"):
         if key not in manifest:
             raise DatasetError(f"{path}: missing field {key!r}.")
+    from coworld_bench.data.collection import superseded
+
+    if (reason := superseded(manifest)) is not None:
+        raise DatasetError(f"{directory}: {reason}. Delete the folder; a run that needs it "
+                           "(or `coworld-bench data collect`) makes it anew.")
     return manifest
 
 

@@ -123,16 +123,36 @@ def test_select_prefix_by_hand():
     # medium-replay: threshold 10.5/3 = 3.5, first reached at j=2 -> count 2+2 = 4.
     # medium-expert: threshold 10.5, first reached at j=3 -> count 3+2 = 5.
     # (The old rule's extra partial window, [0] -> 0, changed nothing here.)
-    assert select_prefix(returns, "medium-replay", 2) == (4, 3.5, 10.5)
-    assert select_prefix(returns, "medium-expert", 2) == (5, 10.5, 10.5)
+    # Random actions return 0 here, so 1/3 of the way from random to best is best/3.
+    assert select_prefix(returns, "medium-replay", 2, 0.0) == (4, 3.5, 10.5)
+    assert select_prefix(returns, "medium-expert", 2, 0.0) == (5, 10.5, 10.5)
     # Window 1: means are the returns, best 15 at j=6 -> count 7.
-    assert select_prefix(returns, "medium-expert", 1) == (7, 15.0, 15.0)
+    assert select_prefix(returns, "medium-expert", 1, 0.0) == (7, 15.0, 15.0)
     # Window 3: j=0 (0+3+3)/3=2, j=1 (3+3+9)/3=5, j=2 (3+9+12)/3=8, j=3 (9+12+6)/3=9,
     #   j=4 (12+6+15)/3=11, j=5 (6+15+3)/3=8 -> best 11.
     # medium-replay: threshold 11/3 = 3.67, first reached at j=1 (5) -> count 1+3 = 4.
     # medium-expert: threshold 11 at j=4 -> count 4+3 = 7.
-    assert select_prefix(returns, "medium-replay", 3) == (4, pytest.approx(11 / 3), 11.0)
-    assert select_prefix(returns, "medium-expert", 3) == (7, 11.0, 11.0)
+    assert select_prefix(returns, "medium-replay", 3, 0.0) == (4, pytest.approx(11 / 3), 11.0)
+    assert select_prefix(returns, "medium-expert", 3, 0.0) == (7, 11.0, 11.0)
+
+
+def test_select_prefix_measures_from_random_actions_by_hand():
+    from coworld_bench.data.collection import select_prefix
+
+    # Random actions return 200 on this task (as on Button Press); the agent starts there.
+    returns = [200, 210, 190, 300, 400, 500, 520]
+    # Full windows of 2: j=0 205, j=1 200, j=2 245, j=3 350, j=4 450, j=5 510 -> best 510.
+    # medium-replay: 1/3 of the way from 200 to 510 = 200 + 310/3 = 303.3, first reached
+    #   at j=3 (350) -> count 3+2 = 5. (1/3 of the raw best, 170, is reached by the first
+    #   window of random-level episodes: count 2.)
+    assert select_prefix(returns, "medium-replay", 2, 200.0) == \
+        (5, pytest.approx(200 + 310 / 3), 510.0)
+    assert select_prefix(returns, "medium-replay", 2, 0.0)[0] == 2
+    # medium-expert: the best itself, j=5 -> count 7, whatever random actions return.
+    assert select_prefix(returns, "medium-expert", 2, 200.0) == (7, 510.0, 510.0)
+    # An agent that never beats random actions (best 120 < 200): no level above random
+    # exists, so its data runs to its best window (j=1 -> count 2), as for medium-expert.
+    assert select_prefix([100, 120, 110], "medium-replay", 1, 200.0) == (2, 120.0, 120.0)
 
 
 def test_select_prefix_ignores_a_lucky_first_episode():
@@ -144,9 +164,10 @@ def test_select_prefix_ignores_a_lucky_first_episode():
     #   j=5..10 5000 -> best 5000.
     # medium-replay: threshold 5000/3 = 1666.7, first reached at j=2 -> count 2+5 = 7.
     # (The old rule averaged the partial window [2000] and stopped at episode 1.)
-    assert select_prefix(returns, "medium-replay", 5) == (7, pytest.approx(5000 / 3), 5000.0)
+    assert select_prefix(returns, "medium-replay", 5, 0.0) == \
+        (7, pytest.approx(5000 / 3), 5000.0)
     # medium-expert: threshold 5000, first reached at j=5 -> count 5+5 = 10.
-    assert select_prefix(returns, "medium-expert", 5) == (10, 5000.0, 5000.0)
+    assert select_prefix(returns, "medium-expert", 5, 0.0) == (10, 5000.0, 5000.0)
 
 
 def test_select_prefix_keeps_at_least_a_full_window():
@@ -157,8 +178,9 @@ def test_select_prefix_keeps_at_least_a_full_window():
         window = int(rng.integers(1, 8))
         n = int(rng.integers(window, 30))
         returns = list(rng.exponential(100.0, n) * rng.integers(0, 2, n))
+        random_return = float(rng.uniform(0, 150))
         for quality in ("medium-replay", "medium-expert"):
-            count, threshold, best = select_prefix(returns, quality, window)
+            count, threshold, best = select_prefix(returns, quality, window, random_return)
             assert window <= count <= n
             # The window that ends at count reaches the threshold and is a real window.
             assert np.mean(returns[count - window:count]) >= threshold
@@ -169,20 +191,24 @@ def test_select_prefix_short_run_is_one_window():
     from coworld_bench.data.collection import select_prefix
 
     # 3 episodes, window 5: the whole run is the window, mean (1+2+6)/3 = 3; all kept.
-    assert select_prefix([1, 2, 6], "medium-replay", 5) == (3, 1.0, 3.0)
-    assert select_prefix([1, 2, 6], "medium-expert", 5) == (3, 3.0, 3.0)
+    assert select_prefix([1, 2, 6], "medium-replay", 5, 0.0) == (3, 1.0, 3.0)
+    assert select_prefix([1, 2, 6], "medium-expert", 5, 0.0) == (3, 3.0, 3.0)
     with pytest.raises(ValueError, match="at least one"):
-        select_prefix([], "medium-replay", 5)
+        select_prefix([], "medium-replay", 5, 0.0)
 
 
 def test_dreamerv2_behaviour_collects_a_prefix_of_its_training(tmp_path):
     """The paper's behaviour, tiny: a smoke-size DreamerV2 trains online on walker-walk."""
     config = CollectConfig(task_id="WW", quality="medium-expert", behaviour="dreamerv2",
-                           episodes=3, window=1, agent_preset="smoke",
+                           episodes=3, window=1, agent_preset="smoke", reference_episodes=1,
                            env={"fast_render": True})
     manifest = collect(config, tmp_path / "dv2", progress=False)
     assert manifest["trained_episodes"] == 3 and manifest["behaviour"] == "dreamerv2"
     best = manifest["best_rolling_return"]
+    # R_random measured (one episode of uniform random actions), R_ref = the best window.
+    scale = manifest["returns"]
+    assert scale["random_return"] > 0 and manifest["config"]["random_return"] == \
+        scale["random_return"] and scale["reference_return"] == best
     returns = [e["return"] for e in manifest["episodes"]]
     assert returns[-1] == pytest.approx(best) and all(r < best for r in returns[:-1])
     verify_dataset(tmp_path / "dv2")
@@ -201,14 +227,14 @@ def test_collect_config_errors():
 
 
 def test_scripted_medium_replay_stops_at_threshold(tmp_path):
-    # reference_return small enough that the first episode already reaches 1/3 of it.
+    # R_random 0 and R_ref small enough that the first episode already reaches 1/3.
     config = CollectConfig(task_id="BP", quality="medium-replay", behaviour="scripted",
                            episodes=4, seed=0, env={"fast_render": True}, window=1,
-                           reference_return=3.0)
+                           reference_return=3.0, random_return=0.0)
     manifest = collect(config, tmp_path / "mr", progress=False)
     assert manifest["episode_count"] == 1 and manifest["stop_reason"] == "threshold reached"
     assert manifest["threshold"] == pytest.approx(1.0)
-    assert manifest["episodes"][0]["noise"] == pytest.approx(1.0)  # annealing starts at 1
+    assert manifest["episodes"][0]["random_prob"] == 1.0  # annealing starts at 1
     assert len(list((tmp_path / "mr").glob("*.npz"))) == 1
     # Asking again is a no-op; asking with other settings is refused.
     assert collect(config, tmp_path / "mr", progress=False)["episode_count"] == 1
