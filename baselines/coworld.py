@@ -31,6 +31,16 @@ transfers. Each update is a loss function over named terms, optimised by
     source critic on the target's imagined states: its gradient pushes v down only where
     v > v_S. ``constraint=brute_force`` (the paper's "w/o Max") uses alpha * v instead.
 
+Target world-model warm-up (SPEC 7b; the authors' ``co_training.py`` step 2, paper
+appendix C step 1): between pretraining and co-training, ``warmup_rounds`` rounds of
+``warmup_target_updates`` world-model-only target updates (DreamerV2's loss, no
+transfer) followed by ``warmup_source_updates`` source updates with (B) relabelling.
+The authors run 2 rounds of 1e4 target updates and 1e4 source environment steps (2,000
+updates at ``train_every`` 5); those are the paper preset's values. Without it (A)
+would pull a randomly initialised target encoder toward the source and multi-source
+selection would compare the sources with that random encoder. With several sources
+the warm-up's source updates go to each source in turn (no selection has been made).
+
 Multi-source (appendix C): one source agent per candidate; at every target step the
 source whose g(e_S(o_T)) is closest in KL to g(e_T(o_T)) is selected (a one-hot
 weight) and provides the alignment target and the constraint; the source stage trains
@@ -47,17 +57,21 @@ whole batch: other batch sizes, other kernel blockings).
 
 Latent snapshots (paper fig. 11): ``work/latents.npz`` holds the source and target
 encoder embeddings of the same fixed target frames at the start of co-training
-("before" alignment: the target encoder untrained) and after the last update
-("after"), for the report's t-SNE/PCA figure.
+("before" alignment: the target encoder trained by the warm-up alone, without (A))
+and after the last update ("after"), for the report's t-SNE/PCA figure.
 
 Action spaces: every agent acts in the largest action dimension among the tasks;
 padded entries are ignored by the smaller envs (Meta-World -> RoboDesk).
 
-Low-dimensional source (``source_obs=state``, the paper's setting where the source
-gives state vectors and the target images): the source world model encodes states.
-(A) and (B) read target images through the source encoder, which then does not
-exist, so they are off in this setting and only (C) transfers; this is weaker than
-the paper, whose exact treatment of this setting is not specified.
+Observations: the target world model encodes ``obs`` (images, or the state vector) and
+the sources encode ``source_obs``. (A) and (B) run a source's model on target
+observations, so they need both of the same kind. Both images: as the paper. Both
+states (``obs=state source_obs=state``): both encoders read the same target state
+vectors, every task's states zero-padded to the longest among them (as actions are).
+Kinds that differ (the paper's low-dimensional source with image targets,
+``source_obs=state``, or a state target with image sources): the source encoder cannot
+read the target's observations, so (A) and (B) are off and only (C) transfers; for the
+paper's setting this is weaker than the paper, whose treatment of it is not specified.
 """
 
 from __future__ import annotations
@@ -72,9 +86,11 @@ import torch
 from torch.nn import functional as F
 
 from baselines.dreamer import (
-    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states,
+    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states, pad_states,
 )
-from baselines.dreamerv2 import DreamerV2Config, OnlineLearner, use_collect_worker
+from baselines.dreamerv2 import (
+    DreamerV2Config, OnlineLearner, dataset_state_dim, env_state_dim, use_collect_worker,
+)
 from baselines.dv2_finetune import check_pretraining, updates_for_env_steps
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
 from coworld_bench.data import SequenceSampler
@@ -166,8 +182,8 @@ class FrameEmbeddings:
 
     def __call__(self, encoder, images: torch.Tensor, episode: np.ndarray,
                  start: np.ndarray) -> torch.Tensor:
-        """The embeddings (B, T, E), float32, of ``images`` (B, T, H, W, C): the
-        sequences of ``episode`` starting at row ``start``."""
+        """The embeddings (B, T, E), float32, of ``images`` (B, T, H, W, C; or state
+        vectors, (B, T, S)): the sequences of ``episode`` starting at row ``start``."""
         b, t = images.shape[:2]
         flat = (self.offsets[episode][:, None] + start[:, None] + np.arange(t)).reshape(-1)
         rows, first = np.unique(flat, return_index=True)
@@ -207,8 +223,14 @@ class CoWorldConfig(DreamerV2Config):
       source_updates: source steps per round.
       rounds: co-training rounds (unset: enough to cover the paper's co-training
         updates, 300k on Meta-World/RoboDesk, 600k on DMC).
-      train_steps: updates in total, pretraining's included (unset: pretraining +
-        the co-training rounds).
+      warmup_rounds: rounds of the target world-model warm-up before co-training
+        (authors' code: 2; 0 = none).
+      warmup_target_updates: world-model-only target updates per warm-up round
+        (authors' code: 1e4).
+      warmup_source_updates: source updates with (B) per warm-up round (authors'
+        code: 1e4 environment steps, 2,000 updates at train_every 5).
+      train_steps: updates in total, pretraining's and the warm-up's included (unset:
+        pretraining + warm-up + the co-training rounds).
       beta2: domain KL scale of (A).
       k: target-informed reward factor of (B).
       alpha: value-constraint scale of (C).
@@ -216,7 +238,11 @@ class CoWorldConfig(DreamerV2Config):
       constraint: "max" (CoWorld) or "brute_force" (the paper's "w/o Max").
       sources: multi-source: comma-separated source tasks (coworld-multisource).
       source_sparse_reward: the source gives 1 on success, else 0 (paper's setting).
-      source_obs: "image", or "state" for a low-dimensional source (see module doc).
+      obs: what the target world model encodes: "image", or "state" (the target's
+        state vector). (A) and (B) need the sources to encode the same kind
+        (source_obs); with kinds that differ only (C) transfers (see module doc).
+      source_obs: what the source world models encode: "image", or "state" for a
+        low-dimensional source (see module doc).
     """
 
     train_steps: int | None = None
@@ -224,6 +250,9 @@ class CoWorldConfig(DreamerV2Config):
     target_updates: int | None = None
     source_updates: int = 20_000
     rounds: int | None = None
+    warmup_rounds: int = 2
+    warmup_target_updates: int = 10_000
+    warmup_source_updates: int = 2_000
     beta2: float | None = None
     k: float | None = None
     alpha: float | None = None
@@ -239,13 +268,19 @@ class CoWorldConfig(DreamerV2Config):
 
     checks: ClassVar[dict] = {
         "pretrain_env_steps": Range(1), "target_updates": Range(1), "source_updates": Range(1),
-        "rounds": Range(1), "beta2": Range(0), "k": Range(0, 1), "alpha": Range(0),
+        "rounds": Range(1), "warmup_rounds": Range(0), "warmup_target_updates": Range(1),
+        "warmup_source_updates": Range(0), "beta2": Range(0), "k": Range(0, 1), "alpha": Range(0),
         "constraint": Choice(("max", "brute_force")), "source_obs": Choice(("image", "state")),
     }
 
     @property
     def pretrain_updates(self) -> int:
         return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
+
+    @property
+    def warmup_updates(self) -> int:
+        """Updates of the target world-model warm-up, target and source together."""
+        return self.warmup_rounds * (self.warmup_target_updates + self.warmup_source_updates)
 
     def source_names(self) -> list[str]:
         return [s.strip() for s in self.sources.split(",") if s.strip()]
@@ -261,24 +296,30 @@ def resolve_schedule(config: CoWorldConfig, target) -> CoWorldConfig:
         co_training = config.rounds * per_round
     n_sources = max(1, len(config.source_names()))
     if config.train_steps is None:
-        config.train_steps = n_sources * config.pretrain_updates + co_training
-    if config.source_obs == "state" and n_sources > 1:
-        raise ConfigError("Multi-source selection compares image encoders; it needs "
-                          "source_obs=image.")
+        config.train_steps = n_sources * config.pretrain_updates + config.warmup_updates + co_training
+    if config.source_obs != config.obs and n_sources > 1:
+        raise ConfigError("Multi-source selection compares the sources' and the target's "
+                          "encoders on target observations; it needs source_obs equal to obs "
+                          f"(here source_obs={config.source_obs}, obs={config.obs}).")
     return check_pretraining(config, n_sources)
 
 
+# The warm-up scaled with the run: the authors' 2 x (1e4 + 2,000) is 8% of the paper's
+# 300k co-training updates; the quick preset's 2 x (40 + 8) is 8% of its 600.
 SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_env_steps=30, target_updates=4,
-             source_updates=3, rounds=2, train_steps=20)
+             source_updates=3, rounds=2, warmup_rounds=1, warmup_target_updates=2,
+             warmup_source_updates=1, train_steps=23)
 QUICK = dict(QUICK_MODEL, batch_size=16, seq_len=16, prefill=1_500, train_every=5,
              pretrain_env_steps=1_500, target_updates=200, source_updates=100, rounds=2,
-             train_steps=900, eval_every=0)
+             warmup_rounds=2, warmup_target_updates=40, warmup_source_updates=8,
+             train_steps=996, eval_every=0)
 
 
 class SourceAgent:
     """One source: its DreamerV2 agent and online learner."""
 
-    def __init__(self, task, config, ctx: RunContext, action_dim: int, index: int):
+    def __init__(self, task, config, ctx: RunContext, action_dim: int, index: int,
+                 state_dim: int | None = None):
         self.task = task
         options = {"action_dim": action_dim}
         if config.source_sparse_reward:
@@ -287,8 +328,7 @@ class SourceAgent:
         env = make_env()
         source_config = dataclasses.replace(config, obs=config.source_obs)
         self.agent = DreamerAgent(source_config, action_dim, ctx.device,
-                                  ctx.seed + 1000 * (index + 1),
-                                  state_dim=env.observation_space["state"].shape[0])
+                                      ctx.seed + 1000 * (index + 1), state_dim=state_dim)
         worker = use_collect_worker(config, ctx.device)
         if worker:  # the worker makes its own
             env.close()
@@ -320,27 +360,59 @@ class CoWorld(Algorithm):
         super().__init__(config, ctx)
         tasks = self.source_tasks(ctx)
         self.action_dim = max([ctx.action_dim, *[t.action_dim for t in tasks]])
-        self.sources = [SourceAgent(t, config, ctx, self.action_dim, i)
+        state_dim = self.run_state_dim(ctx, tasks)
+        self.sources = [SourceAgent(t, config, ctx, self.action_dim, i, state_dim)
                         for i, t in enumerate(tasks)]
-        self.target = DreamerAgent(config, self.action_dim, ctx.device, ctx.seed)
+        self.target = DreamerAgent(config, self.action_dim, ctx.device, ctx.seed,
+                                       state_dim=state_dim)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
         self.frame_embeddings = [
             FrameEmbeddings(ctx.dataset, s.agent.wm.encoder.out_dim)
-            if config.source_obs == "image" else None for s in self.sources]
+            if self.aligns_observations else None for s in self.sources]
         self.selected = 0
         self.selection_counts = np.zeros(len(self.sources), np.int64)
         self.target_steps = 0
 
+    def run_state_dim(self, ctx: RunContext, tasks) -> int | None:
+        """The state length of every world model here that encodes states: the longest
+        state among the tasks they read, shorter ones zero-padded (None: no world model
+        encodes states)."""
+        cfg = self.config
+        dims = [dataset_state_dim(ctx)] if cfg.obs == "state" else []
+        if cfg.source_obs == "state":
+            dims += [env_state_dim(functools.partial(ctx.make_env, t.id,
+                                                     action_dim=self.action_dim))
+                     for t in tasks]
+        return max(dims, default=None)
+
+    @property
+    def aligns_observations(self) -> bool:
+        """Whether the source encoders can read target observations, as (A) and (B) do:
+        the source and target world models encode the same kind (module docstring)."""
+        return self.config.source_obs == self.config.obs
+
     # Schedule ------------------------------------------------------------------------
 
+    @property
+    def co_training_start(self) -> int:
+        """The first co-training update: after pretraining and the warm-up."""
+        return self.config.pretrain_updates * len(self.sources) + self.config.warmup_updates
+
     def phase(self, step: int) -> tuple[str, int]:
-        """("pretrain", source index) | ("target", i) | ("source", i in stage)."""
+        """("pretrain", source index) | ("warmup_target", i) | ("warmup_source", i in
+        stage) | ("target", i) | ("source", i in stage)."""
         cfg = self.config
         pretrain_total = cfg.pretrain_updates * len(self.sources)
         if step < pretrain_total:
             return "pretrain", step // cfg.pretrain_updates
-        offset = (step - pretrain_total) % (cfg.target_updates + cfg.source_updates)
+        if step < self.co_training_start:
+            offset = (step - pretrain_total) % (cfg.warmup_target_updates
+                                                + cfg.warmup_source_updates)
+            if offset < cfg.warmup_target_updates:
+                return "warmup_target", offset
+            return "warmup_source", offset - cfg.warmup_target_updates
+        offset = (step - self.co_training_start) % (cfg.target_updates + cfg.source_updates)
         if offset < cfg.target_updates:
             return "target", offset
         return "source", offset - cfg.target_updates
@@ -357,10 +429,16 @@ class CoWorld(Algorithm):
             self.clear_frame_embeddings()
         if phase == "pretrain":
             return {f"source{index}/{k}": v for k, v in self.sources[index].learner.step().items()}
+        if phase == "warmup_target":
+            return self.warmup_target_step()
+        if phase == "warmup_source":
+            self.selected = index % len(self.sources)
+            stage = self.config.warmup_source_updates
+            return self.source_step(index, stage)
         if phase == "target":
             if index == 0:
                 self.selection_counts[:] = 0
-                if step == self.config.pretrain_updates * len(self.sources):
+                if step == self.co_training_start:
                     self.snapshot_latents("before")
             return self.target_step()
         if index == 0 and len(self.sources) > 1:  # the stage trains the most selected source
@@ -373,7 +451,8 @@ class CoWorld(Algorithm):
 
     def latent_frames(self) -> np.ndarray:
         """Fixed target frames (the same in every snapshot and run of this dataset):
-        evenly spaced over the dataset's steps."""
+        evenly spaced over the dataset's steps; with ``obs=state``, the state vectors
+        there, padded as the encoders read them."""
         dataset = self.ctx.dataset
         offsets = np.concatenate([[0], np.cumsum(dataset.lengths)])
         total = int(offsets[-1])
@@ -382,13 +461,15 @@ class CoWorld(Algorithm):
         for flat in picks:
             episode = int(np.searchsorted(offsets, flat, side="right") - 1)
             start = int(flat - offsets[episode])
-            frames.append(dataset.read(episode, "image", start, start + 1)[0])
+            frames.append(dataset.read(episode, self.target.wm.obs_key, start, start + 1)[0])
+        if self.target.wm.obs_key == "state":
+            return pad_states(np.stack(frames), self.target.state_dim)
         return np.stack(frames)
 
     def snapshot_latents(self, tag: str) -> None:
         """Writes both encoders' embeddings of the fixed frames under ``tag`` into
         ``work/latents.npz`` (other tags kept). Consumes no random state."""
-        if self.config.source_obs != "image" or self.ctx.artifacts is None:
+        if not self.aligns_observations or self.ctx.artifacts is None:
             return
         images = torch.as_tensor(self.latent_frames(), device=self.ctx.device)
         source = self.sources[self.selected]
@@ -445,9 +526,9 @@ class CoWorld(Algorithm):
         cfg = self.config
         losses, scales, aux = self.target.model_loss(batch)
         chosen, metrics = 0, {}
-        if cfg.source_obs == "image":  # a state source has no image encoder: (A) is off
-            chosen, source_embed, metrics = self.select_source(aux["embed"], batch["image"],
-                                                               rows)
+        if self.aligns_observations:  # else no source encoder reads o_T: (A) is off
+            chosen, source_embed, metrics = self.select_source(
+                aux["embed"], batch[self.target.wm.obs_key], rows)
             kl = state_alignment_loss(source_embed.float(), aux["embed"].float())
             metrics["alignment_kl"] = kl.detach()
             if not cfg.no_state_align:
@@ -470,6 +551,12 @@ class CoWorld(Algorithm):
                                      brute_force=cfg.constraint == "brute_force")
             losses["critic/minmax"], scales["critic/minmax"] = (aux["weight"] * term).mean(), 1.0
         return losses, scales, aux
+
+    def warmup_target_step(self) -> dict:
+        """A world-model-only target update (DreamerV2's loss; no transfer, no
+        behaviour): the warm-up before co-training. Its metrics are ``warmup/...``."""
+        _, metrics = self.target.train_model(self.target.batch(self.sampler))
+        return {f"warmup/{k}": v for k, v in metrics.items()}
 
     def target_step(self) -> dict:
         target = self.target
@@ -520,22 +607,24 @@ class CoWorld(Algorithm):
                    "true_target_reward": target_batch["reward"].mean()}
         return losses, scales, {"post": post, **model_aux, "metrics": metrics}
 
-    def source_step(self, index_in_stage: int) -> dict:
+    def source_step(self, index_in_stage: int, stage_length: int | None = None) -> dict:
         """One source update and ``train_every`` steps of the source simulator: after
         the update, or beside it in the collection worker (``collect_worker``)."""
         with self.sources[self.selected].learner.collecting(self.config.train_every,
                                                                serial_first=False):
-            return self.source_update(index_in_stage)
+            return self.source_update(index_in_stage, stage_length)
 
-    def source_update(self, index_in_stage: int) -> dict:
-        """The source's world-model update with (B), then its actor-critic update."""
+    def source_update(self, index_in_stage: int, stage_length: int | None = None) -> dict:
+        """The source's world-model update with (B), then its actor-critic update;
+        eta goes from 1 to 0.1 over the stage (``stage_length``: default, a
+        co-training source stage)."""
         cfg = self.config
         source = self.sources[self.selected]
         agent = source.agent
-        relabel = not cfg.no_reward_align and cfg.source_obs == "image"
+        relabel = not cfg.no_reward_align and self.aligns_observations
         source_batch = agent.batch(source.learner.replay)
         target_batch = agent.batch(self.sampler) if relabel else None
-        eta = eta_schedule(index_in_stage, cfg.source_updates)
+        eta = eta_schedule(index_in_stage, stage_length or cfg.source_updates)
         metrics, aux = agent.optimize(self.source_model_loss, source, source_batch,
                                       target_batch, eta)
         scalars = {**metrics, **aux["metrics"], "model/kl_value": aux["kl"]}
@@ -550,6 +639,9 @@ class CoWorld(Algorithm):
 
     def value(self, obs, state):
         return self.target.value_of(state)
+
+    def predicted_reward(self, obs, state):
+        return self.target.reward_of_state(state)
 
     def state_dict(self):
         return {"target": self.target.full_state(),

@@ -741,7 +741,8 @@ class ActorCritic(nn.Module):
                   "actor/entropy": -(weight * entropy).mean(),
                   "critic/value": (weight * 0.5 * (value - target.detach()) ** 2).mean()}
         aux = {"value": value, "weight": weight, "target": target, "reward": reward,
-               "discount": discount, "slow_value": slow_value, "entropy": entropy.detach()}
+               "discount": discount, "slow_value": slow_value, "entropy": entropy.detach(),
+               "std": traj["std"].detach()}
         return losses, aux
 
     def scales(self) -> Scales:
@@ -846,6 +847,17 @@ def pad_actions(action: torch.Tensor, dim: int) -> torch.Tensor:
     return F.pad(action, (0, dim - action.shape[-1])) if action.shape[-1] < dim else action
 
 
+def pad_states(state, dim: int):
+    """State vectors (numpy or torch, last axis) zero-padded to ``dim``: the twin of
+    ``pad_actions`` for one encoder that reads tasks whose states differ in length."""
+    missing = dim - state.shape[-1]
+    if missing <= 0:
+        return state
+    if isinstance(state, torch.Tensor):
+        return F.pad(state, (0, missing))
+    return np.pad(state, [(0, 0)] * (state.ndim - 1) + [(0, missing)])
+
+
 def flatten_states(states: dict) -> dict:
     """(B, T, ...) posterior states -> (B*T, ...) imagination starts."""
     return {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()
@@ -929,6 +941,8 @@ class DreamerAgent(nn.Module):
         data = to_torch({k: v for k, v in data.items() if k not in ("image", "state") or k == keep},
                         self.device)
         data["action"] = pad_actions(data["action"], self.action_dim)
+        if keep == "state" and self.state_dim:  # several tasks' states: the longest
+            data["state"] = pad_states(data["state"], self.state_dim)
         return data
 
     # Loss functions --------------------------------------------------------------------
@@ -1008,9 +1022,11 @@ class DreamerAgent(nn.Module):
             prev_action = torch.zeros(1, self.action_dim, device=self.device)
         else:
             rssm_state, prev_action = state
+        x = obs[self.wm.obs_key]
+        if self.wm.obs_key == "state" and self.state_dim:
+            x = pad_states(x, self.state_dim)
         with precision(self.cfg, self.device):
-            embed = self.wm.encoder(torch.as_tensor(obs[self.wm.obs_key][None],
-                                                    device=self.device))
+            embed = self.wm.encoder(torch.as_tensor(x[None], device=self.device))
             post, _ = self.wm.rssm.obs_step(rssm_state, prev_action, embed)
         return post
 
@@ -1028,6 +1044,13 @@ class DreamerAgent(nn.Module):
         post, _ = state
         with precision(self.cfg, self.device):
             return float((ac or self.ac).value(self.wm.rssm.feat(post))[0])
+
+    @torch.no_grad()
+    def reward_of_state(self, state) -> float:
+        """The reward head's prediction at the posterior state of ``act``'s state."""
+        post, _ = state
+        with precision(self.cfg, self.device):
+            return float(self.wm.reward_of(self.wm.rssm.feat(post))[0])
 
     def full_state(self) -> dict:
         return {"model": self.state_dict(), "model_opt": self.model_opt.state_dict(),
@@ -1047,4 +1070,5 @@ def behaviour_metrics(aux: dict) -> dict[str, torch.Tensor]:
     return {"critic/value_mean": aux["value"].detach().mean(),
             "critic/target_mean": aux["target"].detach().mean(),
             "actor/entropy_mean": aux["entropy"].mean(),
+            "actor/std_mean": aux["std"].mean(),
             "imagined/reward_mean": aux["reward"].detach().mean()}

@@ -22,6 +22,7 @@ from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerCon
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
 from coworld_bench.data.collection import QUALITIES
 from coworld_bench.data.replay import Driver, Replay
+from coworld_bench.errors import ConfigError
 from coworld_bench.registry import register
 from coworld_bench.seeding import RandomStates
 
@@ -51,6 +52,27 @@ class DreamerV2Config(DreamerConfig):
                               "replay_capacity": Range(1),
                               "collect_worker": Choice(("auto", "on", "off")),
                               "dataset_quality": Choice(("none", *QUALITIES))}
+
+
+# State observations (``obs=state``) ---------------------------------------------------
+
+def dataset_state_dim(ctx: RunContext) -> int:
+    """The length of the target dataset's state vectors, for ``obs=state``."""
+    if not ctx.state_dim:
+        where = getattr(ctx.dataset, "directory", "the target dataset")
+        raise ConfigError(f"obs=state needs the target's state vectors, and {where} stores "
+                          "none (an imported dataset may have images only): use obs=image "
+                          "or a dataset collected by coworld-bench (it stores the states).")
+    return int(ctx.state_dim)
+
+
+def env_state_dim(make_env: Callable) -> int:
+    """The length of the ``state`` observation of the env ``make_env`` makes."""
+    env = make_env()
+    try:
+        return int(env.observation_space["state"].shape[0])
+    finally:
+        env.close()
 
 
 def use_collect_worker(cfg: DreamerV2Config, device) -> bool:
@@ -181,7 +203,8 @@ class DreamerV2Behaviour:
         config = DreamerV2.make_config(preset, overrides)
         torch.manual_seed(seed)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        agent = DreamerAgent(config, env.action_space.shape[0], device, seed)
+        agent = DreamerAgent(config, env.action_space.shape[0], device, seed,
+                             state_dim=env.observation_space["state"].shape[0])
         self.learner = OnlineLearner(agent, lambda: env, replay_dir, seed, config,
                                      worker=False)
 
@@ -210,7 +233,8 @@ class DreamerV2(Algorithm):
 
     def __init__(self, config: DreamerV2Config, ctx: RunContext):
         super().__init__(config, ctx)
-        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
+        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed,
+                                  state_dim=ctx.state_dim)
         self.learner = OnlineLearner(self.agent, ctx.make_target_env,
                                      ctx.artifacts.path("replay"), ctx.seed, config)
 
@@ -222,6 +246,9 @@ class DreamerV2(Algorithm):
 
     def value(self, obs, state):
         return self.agent.value_of(state)
+
+    def predicted_reward(self, obs, state):
+        return self.agent.reward_of_state(state)
 
     def state_dict(self):
         return {"agent": self.agent.full_state(), "learner": self.learner.state()}

@@ -6,7 +6,9 @@ steps, i.e. ``pretrain_env_steps / train_every`` updates (SPEC section 7; the ra
 prefill comes before them). Phase 2 (the rest of ``train_steps``, counted in updates):
 world model and actor-critic trained on target sequences, as Offline DV2 without the
 ensemble penalty. Both phases act in the pair's larger action space; padded dimensions
-are ignored by the smaller env and are zero in the target data. Paper schedule:
+are ignored by the smaller env and are zero in the target data. With ``obs=state`` the
+world model reads both tasks' state vectors, zero-padded to the longer of the two in
+the same way (``DreamerAgent`` pads them). Paper schedule:
 Meta-World 160k env steps (32k updates) + 300k updates, DMC 600k env steps (120k
 updates) + 600k updates.
 """
@@ -18,7 +20,7 @@ import math
 from typing import ClassVar
 
 from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent
-from baselines.dreamerv2 import DreamerV2Config, OnlineLearner
+from baselines.dreamerv2 import DreamerV2Config, OnlineLearner, dataset_state_dim, env_state_dim
 from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.errors import ConfigError
@@ -44,6 +46,8 @@ class FinetuneConfig(DreamerV2Config):
     pair's suite.
 
     Attributes:
+      obs: what the one world model encodes, on source and target data alike: "image",
+        or "state" (both tasks' state vectors, zero-padded to the longer of the two).
       pretrain_env_steps: source environment steps of online pretraining before the
         offline target phase (paper: 160k Meta-World/RoboDesk, 600k DMC); the phase
         has pretrain_env_steps / train_every updates.
@@ -99,7 +103,11 @@ class DV2Finetune(Algorithm):
 
     def __init__(self, config: FinetuneConfig, ctx: RunContext):
         super().__init__(config, ctx)
-        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
+        state_dim = None
+        if config.obs == "state":  # one encoder for both tasks' states: the longer one's
+            state_dim = max(dataset_state_dim(ctx), env_state_dim(ctx.make_source_env))
+        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed,
+                                      state_dim=state_dim)
         self.learner = OnlineLearner(self.agent, ctx.make_source_env,
                                      ctx.artifacts.path("source_replay"), ctx.seed, config)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
@@ -125,6 +133,9 @@ class DV2Finetune(Algorithm):
 
     def value(self, obs, state):
         return self.agent.value_of(state)
+
+    def predicted_reward(self, obs, state):
+        return self.agent.reward_of_state(state)
 
     def state_dict(self):
         return {"agent": self.agent.full_state(), "learner": self.learner.state(),

@@ -71,6 +71,9 @@ class MultiTaskDV2(DV2Finetune):
     def value(self, obs, state):
         return self.agent.value_of(state, ac=self.target_ac)
 
+    def predicted_reward(self, obs, state):
+        return self.agent.reward_of_state(state)
+
     def state_dict(self):
         return {**super().state_dict(), "target_ac": self.target_ac.state_dict(),
                 "target_ac_opt": self.target_ac.optimizer_state(),

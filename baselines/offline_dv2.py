@@ -27,6 +27,7 @@ from baselines.dreamer import (
     QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig, behaviour_metrics,
     ensemble_disagreement,
 )
+from baselines.dreamerv2 import dataset_state_dim
 from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
@@ -85,7 +86,8 @@ class OfflineDV2(Algorithm):
 
     def __init__(self, config: OfflineDV2Config, ctx: RunContext):
         super().__init__(config, ctx)
-        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed)
+        state_dim = dataset_state_dim(ctx) if config.obs == "state" else None
+        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed, state_dim=state_dim)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
         self.generator = torch.Generator().manual_seed(ctx.seed)
@@ -122,6 +124,9 @@ class OfflineDV2(Algorithm):
 
     def value(self, obs, state):
         return self.agent.value_of(state)
+
+    def predicted_reward(self, obs, state):
+        return self.agent.reward_of_state(state)
 
     def state_dict(self):
         return {"agent": self.agent.full_state(), "rngs": self.rngs.state_dict()}

@@ -18,6 +18,7 @@ An algorithm is one class with a config dataclass::
         def train_step(self, step) -> dict: ...       # one update; returns scalars to log
         def policy(self, obs, state, deterministic) -> (action, state)
         def value(self, obs, state) -> float | None   # critic value, for the overestimation trace
+        def predicted_reward(self, obs, state) -> float | None  # optional: reward model's
         def state_dict(self) / load_state_dict(self, d)
         def close(self)                               # optional: worker processes
 
@@ -302,7 +303,8 @@ class RunContext:
       source: the online source task (None for offline algorithms).
       action_dim: the dimension both agents act in (max over the pair).
       image_shape: (H, W, 3) of observations.
-      state_dim: length of the low-dimensional ``state`` observation of the target.
+      state_dim: length of the low-dimensional ``state`` observation of the target (0:
+        its dataset stores none).
       dataset: the target's offline ``coworld_bench.data.Dataset``.
       make_source_env: makes a fresh source env (algorithms with needs_source).
       device: torch device.
@@ -438,6 +440,12 @@ class Algorithm:
 
     def value(self, obs: dict[str, np.ndarray], state: Any) -> float | None:
         """The critic's value of the state after ``obs`` (None without a critic)."""
+        return None
+
+    def predicted_reward(self, obs: dict[str, np.ndarray], state: Any) -> float | None:
+        """A model-based agent's predicted reward of arriving at ``obs`` (its reward
+        head at the state after ``obs``), None without a reward model. Evaluation
+        compares it with the reward the simulator gave (``reward_error``)."""
         return None
 
     def state_dict(self) -> dict[str, Any]:

@@ -99,6 +99,7 @@ class _Episode:
         self.total, self.success, self.done = 0.0, False, False
         self.values: list[float] = []
         self.rewards: list[float] = []
+        self.predicted: list[float] = []  # the reward model's, of arriving at each obs
 
     def act(self, algorithm, record_values: bool):
         with self.random.active():
@@ -106,6 +107,8 @@ class _Episode:
             if record_values:
                 value = algorithm.value(self.obs, self.state)
                 self.values.append(np.nan if value is None else float(value))
+            predicted = algorithm.predicted_reward(self.obs, self.state)
+            self.predicted.append(np.nan if predicted is None else float(predicted))
         return action
 
     def take(self, obs, reward, terminated, truncated, info) -> None:
@@ -160,13 +163,34 @@ def evaluate(algorithm, env, episodes: int, seed: int, eval_index: int,
     rewards = [e.rewards for e in finished]
     result = {"returns": [float(r) for r in returns], "success": successes,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)),
-              "seconds_per_episode": (time.perf_counter() - start) / episodes}
+              "seconds_per_episode": (time.perf_counter() - start) / episodes,
+              **reward_model_check(finished)}
     if record_values:
         value = np.array(values, np.float64)
         reward = np.array(rewards, np.float64)
         true = np.stack([discounted_returns(r, discount) for r in reward])
         result["trace"] = {"value": value, "reward": reward, "discounted_return": true}
     return result
+
+
+def reward_model_check(episodes: list[_Episode]) -> dict[str, float]:
+    """What the policy earned per step and, for an agent with a reward model, what
+    that model predicts on the same real steps: ``reward_per_step`` (mean simulator
+    reward), ``predicted_reward_per_step`` and ``reward_error`` (mean absolute error of
+    the prediction at the state after each observation against the reward that came
+    with it; the reset observation has none). These are held-out real target steps:
+    no offline learner trains on its evaluation episodes."""
+    earned = np.concatenate([np.asarray(e.rewards, np.float64) for e in episodes])
+    out = {"reward_per_step": float(earned.mean()) if earned.size else float("nan")}
+    # act() k >= 1 saw the observation that came with reward k - 1.
+    predicted = np.concatenate([np.asarray(e.predicted[1:len(e.rewards)], np.float64)
+                                for e in episodes])
+    true = np.concatenate([np.asarray(e.rewards[:len(e.predicted) - 1], np.float64)
+                           for e in episodes])
+    if predicted.size and np.isfinite(predicted).all():
+        out["predicted_reward_per_step"] = float(predicted.mean())
+        out["reward_error"] = float(np.abs(predicted - true).mean())
+    return out
 
 
 def _evaluate_parallel(algorithm, workers: "EnvWorkers", episodes: int, seed: int,

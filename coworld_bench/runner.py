@@ -163,6 +163,14 @@ def _device(name: str):
     return torch.device(name)
 
 
+def _eval_scalars(writer, result: dict, step: int) -> None:
+    """An evaluation's return and reward-model check in TensorBoard."""
+    writer.add_scalar("eval/return", result["mean"], step)
+    for key in ("reward_per_step", "predicted_reward_per_step", "reward_error"):
+        if key in result:
+            writer.add_scalar(f"eval/{key}", result[key], step)
+
+
 def _format_hours(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -179,7 +187,10 @@ def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec) -> Path:
     if config.dataset_dir:
         return Path(config.dataset_dir).expanduser()
     render = ("-fast" if config.fast_render else "") + ("" if config.antialias else "-noaa")
-    name = (f"{config.dataset_quality}-{config.dataset_behaviour}-{config.dataset_episodes}ep-"
+    # The scripted behaviour's second form (annealed uniform random actions, normalised
+    # thresholds): a new folder, so that data of the first (Gaussian noise) is not met.
+    behaviour = config.dataset_behaviour + ("-r2" if config.dataset_behaviour == "scripted" else "")
+    name = (f"{config.dataset_quality}-{behaviour}-{config.dataset_episodes}ep-"
             f"seed{config.dataset_seed}{render}")
     return default_root() / target.id / name
 
@@ -683,6 +694,11 @@ class Run:
             print(f"  The first {sources * cfg.pretrain_updates} of the {cfg.train_steps} updates "
                   f"are online source pretraining ({pretrain} environment steps per source, "
                   f"{cfg.train_every} per update); the rest are offline updates.")
+        warmup = getattr(cfg, "warmup_updates", 0)
+        if warmup:
+            print(f"  The next {warmup} updates warm the target world model up before "
+                  f"co-training ({cfg.warmup_rounds} rounds of {cfg.warmup_target_updates} "
+                  f"target world-model updates and {cfg.warmup_source_updates} source updates).")
 
     def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
         import torch
@@ -734,7 +750,7 @@ class Run:
                     eval_index += 1
                     result = self._evaluate(algo, eval_env, eval_index, bar)
                     self._append("eval.jsonl", {"step": step, **result})
-                    writer.add_scalar("eval/return", result["mean"], step)
+                    _eval_scalars(writer, result, step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.train_steps or stop.raised:
                     writer.flush()
                     self._checkpoint(algo, step, time.perf_counter() - start)
@@ -755,7 +771,7 @@ class Run:
             self._close_eval_workers()
         trace = final.pop("trace", None)
         self._append("eval.jsonl", {"step": step, "final": True, **final})
-        writer.add_scalar("eval/return", final["mean"], step)
+        _eval_scalars(writer, final, step)
         writer.close()
         value_summary = None
         if trace is not None:

@@ -22,7 +22,8 @@ def build(data_root, out, worker="on"):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COWORLD_BENCH_DATA", str(data_root))
         run = prepare(RunRequest(algo="coworld", pair="WC-DC", preset="smoke",
-                                 overrides={"collect_worker": worker}, device="cpu",
+                                 overrides={"collect_worker": worker, "warmup_rounds": 0},
+                                 device="cpu",
                                  out=str(out), progress=False))
         if run.collect_config is not None:
             collect(run.collect_config, run.dataset_directory, progress=False)

@@ -93,8 +93,9 @@ def test_paper_hyperparameters_by_suite(target, expected):
         assert getattr(config, key) == value
     assert config.source_updates == 20_000
     co_training = 300_000 if target != "WD" else 600_000
-    # MW: 160k env steps of pretraining + 300k updates (the paper's "460k iterations").
-    assert config.train_steps == config.pretrain_updates + co_training
+    # MW: 160k env steps of pretraining + 300k updates (the paper's "460k iterations"),
+    # the authors' target warm-up between them.
+    assert config.train_steps == config.pretrain_updates + config.warmup_updates + co_training
     assert config.rounds * (config.target_updates + config.source_updates) >= co_training
     # Explicit values win over the paper's.
     custom = CoWorld.for_tasks(CoWorld.make_config("paper", {"alpha": 1.5}), None,
@@ -116,10 +117,44 @@ def test_ablation_variants_are_registered(name, flag, value):
 
 
 def test_schedule_phases():
-    config = CoWorldConfig(pretrain_env_steps=15, train_every=5, target_updates=2, source_updates=1, rounds=2,
-                           train_steps=9)
+    config = CoWorldConfig(pretrain_env_steps=15, train_every=5, target_updates=2, source_updates=1,
+                           rounds=2, warmup_rounds=2, warmup_target_updates=2,
+                           warmup_source_updates=1, train_steps=15)
     algo = CoWorld.__new__(CoWorld)
     algo.config = config
     algo.sources = [None]
-    phases = [algo.phase(s) for s in range(9)]
-    assert phases == [("pretrain", 0)] * 3 + [("target", 0), ("target", 1), ("source", 0)] * 2
+    phases = [algo.phase(s) for s in range(15)]
+    assert phases == ([("pretrain", 0)] * 3
+                      + [("warmup_target", 0), ("warmup_target", 1), ("warmup_source", 0)] * 2
+                      + [("target", 0), ("target", 1), ("source", 0)] * 2)
+    assert algo.co_training_start == 9
+    # The default schedule counts the warm-up: the authors' 2 x (1e4 + 2,000) updates.
+    paper = CoWorld.for_tasks(CoWorld.make_config("paper"), resolve_task("BP"), resolve_task("DC"))
+    assert paper.warmup_updates == 24_000
+    assert paper.train_steps == paper.pretrain_updates + 24_000 + 300_000
+
+
+def test_multisource_selection_after_warm_up_picks_the_closest_source(data_root, tmp_path):
+    """No source is selected during the warm-up; after it, a source whose encoder is
+    made equal to the target's (KL 0) is the one selected, over one left as trained."""
+    from tests.baselines.test_dreamer_numerics import build
+
+    torch.manual_seed(0)
+    algo, config = build(data_root, "coworld-multisource", dict(target="DC"),
+                         {"sources": "BP,WC", "pretrain_env_steps": 5, "warmup_rounds": 1,
+                          "warmup_target_updates": 2, "warmup_source_updates": 2,
+                          "target_updates": 2, "source_updates": 1, "rounds": 1}, tmp_path)
+    start = algo.co_training_start
+    assert start == 2 + 4 and [algo.phase(s)[0] for s in range(start + 1)] == (
+        ["pretrain"] * 2 + ["warmup_target"] * 2 + ["warmup_source"] * 2 + ["target"])
+    warm = [algo.train_step(s) for s in range(start)]
+    assert not any(k.startswith("target/select") for m in warm for k in m)
+    assert any("warmup/model/image" in m for m in warm)
+    assert algo.target_steps == 0  # no selection logged
+    wc = next(i for i, s in enumerate(algo.sources) if s.task.code == "WC")
+    algo.sources[wc].agent.wm.encoder.load_state_dict(algo.target.wm.encoder.state_dict())
+    algo.clear_frame_embeddings()
+    metrics = algo.train_step(start)
+    assert metrics["target/selected/WC"] == 1.0 and metrics["target/selected/BP"] == 0.0
+    assert float(metrics["target/select_kl/WC"]) < 1e-4 < float(metrics["target/select_kl/BP"])
+

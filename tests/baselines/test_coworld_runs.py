@@ -29,6 +29,18 @@ def test_coworld_metaworld_pair_logs_every_transfer(shared_runs):
                 "source/relabelled_reward", "source/true_target_reward", "source/eta",
                 "source/model/relabel", "source0/model/image"):
         assert key in keys, key
+    # The warm-up: world-model-only target updates before co-training's first (A).
+    first_align = next(i for i, m in enumerate(metrics) if "target/alignment_kl" in m)
+    assert any("warmup/model/image" in m for m in metrics[:first_align])
+    assert not any("warmup/model/image" in m for m in metrics[first_align:])
+    # Diagnostics: action std (at least the 0.1 floor), the reward model on the
+    # evaluation's real steps against what the policy earned.
+    stds = [m["target/actor/std_mean"] for m in metrics if "target/actor/std_mean" in m]
+    assert stds and min(stds) >= 0.1
+    final = load(d, "eval.jsonl")[-1]
+    for key in ("reward_per_step", "predicted_reward_per_step", "reward_error"):
+        assert np.isfinite(final[key]), key
+    assert final["reward_per_step"] == pytest.approx(final["mean"] / 500)
     active = [m["target/minmax_active"] for m in metrics if "target/minmax_active" in m]
     assert all(0.0 <= a <= 1.0 for a in active)
     etas = [m["source/eta"] for m in metrics if "source/eta" in m]

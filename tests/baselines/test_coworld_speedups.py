@@ -19,7 +19,7 @@ def build(data_root, out, eval_env=False):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COWORLD_BENCH_DATA", str(data_root))
         run = prepare(RunRequest(algo="coworld", pair="WC-DC", preset="smoke",
-                                 overrides={"collect_worker": "off"}, device="cpu",
+                                 overrides={"collect_worker": "off", "warmup_rounds": 0}, device="cpu",
                                  out=str(out), progress=False))
         if run.collect_config is not None:
             collect(run.collect_config, run.dataset_directory, progress=False)

@@ -6,7 +6,6 @@ every DreamerV2-based algorithm trains a few real updates under it here.
 
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -3,6 +3,8 @@ before the first update (so their start-up overlaps training, e.g. an online pre
 
 import os
 
+import pytest
+
 from coworld_bench.runner import RunRequest, prepare
 
 
@@ -26,3 +28,19 @@ def test_workers_start_before_the_first_update_one_per_episode(tmp_path, data_ro
     assert seen[0].size == min(2, 2 * (os.cpu_count() or 1))  # one per episode
     assert run._workers is None  # closed when the run ends
     assert len(result["final"]["returns"]) == 2
+
+
+def test_reward_model_check_pairs_each_prediction_with_the_reward_of_its_observation():
+    """act() k sees the observation that came with reward k - 1 (the reset has none):
+    predictions 9, 1.5, 2.5 against rewards 1, 2, 3 compare 1.5 with 1 and 2.5 with 2."""
+    from types import SimpleNamespace
+
+    from coworld_bench.evaluation import reward_model_check
+
+    episode = SimpleNamespace(rewards=[1.0, 2.0, 3.0], predicted=[9.0, 1.5, 2.5])
+    out = reward_model_check([episode, episode])
+    assert out["reward_per_step"] == pytest.approx(2.0)
+    assert out["predicted_reward_per_step"] == pytest.approx(2.0)
+    assert out["reward_error"] == pytest.approx(0.5)
+    model_free = SimpleNamespace(rewards=[1.0, 2.0], predicted=[float("nan")] * 2)
+    assert reward_model_check([model_free]) == {"reward_per_step": 1.5}
