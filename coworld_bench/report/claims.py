@@ -13,11 +13,21 @@ claim hold. The claims (paper section 4 and Figure 5b):
    on the pair.
 5. Every algorithm scores above uniformly random actions on the same evaluation seeds
    on at least one pair.
+
+A claim holds on a pair only where the difference it rests on is larger than its
+uncertainty over seeds (SPEC 7b): the 95% Welch interval of the difference of two means
+(one-sample t interval for a value error's sign) must exclude zero on the claimed side.
+With fewer than two seeds on a side there is no interval and the claim is "not
+established". A comparison of two algorithms that both score below uniform random is
+reported as such, never as a win.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy import stats
 
 from coworld_bench.report.runs import RunRecord
 from coworld_bench.report.tables import Table, display_name
@@ -42,6 +52,36 @@ def value_errors(table: Table, records: list[RunRecord]) -> dict[tuple[str, str]
         for column in columns:
             out.setdefault((r.algo, column), []).append(error)
     return out
+
+
+LEVEL = 0.95
+
+
+def welch_interval(a, b, level: float = LEVEL) -> tuple[float, float, float] | None:
+    """(mean(a) - mean(b), low, high): the Welch t interval of the difference of two
+    means at ``level``; one-sample (a's mean against 0) when ``b`` is None. None with
+    fewer than two values on a side."""
+    a = np.asarray(a, np.float64)
+    if a.size < 2 or (b is not None and len(b) < 2):
+        return None
+    if b is None:
+        diff, var, df = a.mean(), a.var(ddof=1) / a.size, a.size - 1
+    else:
+        b = np.asarray(b, np.float64)
+        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+        diff, var = a.mean() - b.mean(), va + vb
+        df = var ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if var > 0 else 1.0
+    half = float(stats.t.ppf(0.5 + level / 2, df) * math.sqrt(var))
+    return float(diff), float(diff - half), float(diff + half)
+
+
+def _greater(a, b) -> tuple[bool, str]:
+    """Whether mean(a) > mean(b) (b None: > 0) beyond the interval, and the interval's text."""
+    interval = welch_interval(a, b)
+    if interval is None:
+        return False, "no interval with fewer than 2 seeds, so not established"
+    diff, low, high = interval
+    return low > 0, f"difference {diff:+.2f}, {LEVEL:.0%} Welch interval [{low:+.2f}, {high:+.2f}]"
 
 
 def _scale(table: Table, column: str, algos: list[str]) -> str:
@@ -95,16 +135,28 @@ def table_claims(table: Table, records: list[RunRecord]) -> list[str]:
             lines.append("- not measured here (the runs it needs are not in this table)")
         lines.append("")
 
-    rows = [(c, f"CoWorld {_cell(table, 'coworld', c)} vs Offline DV2 "
-                f"{_cell(table, 'offline-dv2', c)}",
-             table.cell("coworld", c).mean > table.cell("offline-dv2", c).mean)
-            for c in table.columns if has("coworld", c) and has("offline-dv2", c)]
+    random = lambda c: table.random.get(c) if table.has_random() else None  # noqa: E731
+    rows = []
+    for c in table.columns:
+        if not (has("coworld", c) and has("offline-dv2", c)):
+            continue
+        ours, theirs = table.cell("coworld", c), table.cell("offline-dv2", c)
+        ok, interval = _greater(ours.scores, theirs.scores)
+        text = (f"CoWorld {_cell(table, 'coworld', c)} vs Offline DV2 "
+                f"{_cell(table, 'offline-dv2', c)}, {interval}")
+        rand = random(c)
+        if rand is not None and rand.n and max(ours.mean, theirs.mean) < rand.mean:
+            ok, text = False, text + f"; both below uniform random ({rand.mean:.1f}), not a win"
+        rows.append((c, text, ok))
     claim("1. CoWorld scores above Offline DV2", rows, ["coworld", "offline-dv2"])
     for number, algo, sign, word in ((2, "offline-dv2", 1, "overestimates"),
                                      (3, "coworld-brute-force", -1, "underestimates")):
-        rows = [(c, f"mean V − G = {_error(errors[(algo, c)])}",
-                 sign * float(np.mean(errors[(algo, c)])) > 0)
-                for c in table.columns if (algo, c) in errors]
+        rows = []
+        for c in table.columns:
+            if (algo, c) not in errors:
+                continue
+            ok, interval = _greater([sign * e for e in errors[(algo, c)]], None)
+            rows.append((c, f"mean V − G = {_error(errors[(algo, c)])}, {interval.replace('difference', 'signed mean')}", ok))
         claim(f"{number}. {display_name(algo)} {word} its values", rows, [algo])
     rows = []
     for c in table.columns:
@@ -117,20 +169,28 @@ def table_claims(table: Table, records: list[RunRecord]) -> list[str]:
         mine = abs(float(np.mean(errors[("coworld", c)])))
         text = f"|V − G| CoWorld {mine:.2f}; " + ", ".join(
             f"{display_name(a)} {v:.2f}" for a, v in sorted(others.items(), key=lambda kv: kv[1]))
-        rows.append((c, text, mine < min(others.values())))
+        # Per-run |V - G|: CoWorld's below each other algorithm's beyond the interval.
+        checks = [_greater(np.abs(errors[(a, c)]), np.abs(errors[("coworld", c)]))
+                  for a in others]
+        ok = mine < min(others.values()) and all(k for k, _ in checks)
+        if mine < min(others.values()) and not ok:
+            text += " (smallest, but not beyond the seeds' uncertainty for every other)"
+        rows.append((c, text, ok))
     claim("4. CoWorld's value error is the smallest", rows,
           ["coworld", *sorted({a for a, _ in errors if a != "coworld"})])
     if table.has_random():
+        def above_random(a, c) -> bool:
+            rand = table.random.get(c)
+            return bool(has(a, c) and rand is not None and rand.n
+                        and _greater(table.cell(a, c).scores, rand.scores)[0])
+
         lines.append("### 5. Every algorithm above uniformly random actions on at least one "
-                     "pair: " + _verdict([
-                         any(has(a, c) and table.random.get(c) is not None
-                             and table.random[c].n and table.cell(a, c).mean
-                             > table.random[c].mean for c in table.columns)
+                     "pair (beyond the seeds' uncertainty): " + _verdict([
+                         any(above_random(a, c) for c in table.columns)
                          for a in table.algos], unit="algorithms"))
         lines.append("")
         for a in table.algos:
-            above = [c for c in table.columns if has(a, c) and table.random.get(c) is not None
-                     and table.random[c].n and table.cell(a, c).mean > table.random[c].mean]
+            above = [c for c in table.columns if above_random(a, c)]
             parts = [f"{c.replace('->', '→')} {table.cell(a, c).mean:.1f} vs random "
                      f"{table.random[c].mean:.1f}" for c in table.columns
                      if has(a, c) and table.random.get(c) is not None and table.random[c].n]
@@ -143,7 +203,8 @@ def table_claims(table: Table, records: list[RunRecord]) -> list[str]:
 def claims_markdown(tables: list[Table], records: list[RunRecord]) -> str:
     out = ["# The paper's claims at this scale", "",
            "Measured on the runs of this report; each claim holds or not as the numbers give "
-           "it, per pair. V − G: the critic's value minus the true discounted return, averaged "
+           "it, per pair, and holds only where the difference exceeds its uncertainty over "
+           "seeds (a 95% Welch interval that excludes zero). V − G: the critic's value minus the true discounted return, averaged "
            "along the final evaluation episodes (paper Figure 5b). Means over seeds; n = "
            "seeds (runs). Small-scale runs (smoke, quick) test the claims at their scale only.",
            ""]

@@ -47,3 +47,21 @@ def test_embedding_kl_by_hand():
 def test_ratio_text_keeps_small_ratios_visible():
     assert ratio_text(1.234) == "1.23"
     assert ratio_text(0.0029) == "0.0029"
+
+
+def test_welch_interval_by_hand_and_against_scipy():
+    """a = 1, 2, 3 and b = 0, 0, 1: difference 5/3, standard error sqrt(1/3 + 1/9) = 2/3,
+    Welch's df = (4/9)^2 / ((1/3)^2 / 2 + (1/9)^2 / 2) = 3.2."""
+    from scipy import stats
+
+    from coworld_bench.report.claims import welch_interval
+
+    diff, low, high = welch_interval([1, 2, 3], [0, 0, 1])
+    half = stats.t.ppf(0.975, 3.2) * 2 / 3
+    assert diff == pytest.approx(5 / 3)
+    assert (low, high) == pytest.approx((5 / 3 - half, 5 / 3 + half))
+    ci = stats.ttest_ind([1, 2, 3], [0, 0, 1], equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+    assert welch_interval([5.0], [1.0, 2.0]) is None  # one seed: no interval
+    one = welch_interval([1.0, 3.0], None)  # one-sample: mean 2, se 1, df 1
+    assert one == pytest.approx((2.0, 2.0 - stats.t.ppf(0.975, 1), 2.0 + stats.t.ppf(0.975, 1)))
