@@ -129,11 +129,11 @@ OFFLINE_BASELINES = ("offline-dv2", "drq-bc", "cql", "curl", "lompo")
 # Meta-World values beta2=1, k=0.3, alpha=2, which are the default run itself.
 SENSITIVITY_VALUES = {"beta2": (0.1, 0.5, 2.0, 5.0), "k": (0.1, 0.5, 0.7, 0.9),
                       "alpha": (0.5, 1.0, 3.0, 5.0)}
-# study:cpu: every algorithm gets CoWorld's quick budget of 900 updates. CoWorld spends
-# 300 of them pretraining its source online on 1,500 env steps, and so does DV2 Finetune
-# here; Offline DV2 trains its world model for half of them (as its quick preset does),
+# study:cpu: every algorithm gets CoWorld's quick budget of 996 updates. CoWorld spends
+# 300 of them pretraining its source online on 1,500 env steps (and 96 warming its target
+# world model up), and DV2 Finetune pretrains as long here; Offline DV2 trains its world model for half of them (as its quick preset does),
 # DrQ+BC and BC decay their exploration std over half of them (likewise).
-STUDY_UPDATES = 900
+STUDY_UPDATES = 996
 STUDY_SCALE = {
     "offline-dv2": (("train_steps", STUDY_UPDATES), ("model_updates", STUDY_UPDATES // 2)),
     "dv2-finetune": (("train_steps", STUDY_UPDATES), ("pretrain_env_steps", 1_500)),
@@ -188,7 +188,7 @@ def _named_grids() -> dict[str, NamedGrid]:
     grids.append(NamedGrid(
         "study:cpu", "A study sized for a 2-core CPU (--preset quick, 3 seeds: a few "
                      "hours): CoWorld, Offline DV2, DV2 Finetune, DrQ+BC and BC on two "
-                     "Table-2 pairs, every run 900 updates (CoWorld's quick schedule), plus "
+                     "Table-2 pairs, every run 996 updates (CoWorld's quick schedule), plus "
                      "CoWorld w/o Max on DC-BP",
         tuple(Block(pairs, (algo,), per_target, scale=scale) for pairs, algo, scale in (
             (study, "coworld", ()),

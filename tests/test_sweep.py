@@ -131,7 +131,7 @@ def test_every_named_grid_resolves_as_the_runner_will():
 
 
 def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
-    """study:cpu: its scale settings reach each run's command and resolved config (900
+    """study:cpu: its scale settings reach each run's command and resolved config (996
     updates for every algorithm, CoWorld's quick schedule), but name no folder; the grid
     refuses any preset but quick."""
     from coworld_bench import registry, tasks
@@ -145,19 +145,19 @@ def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
         pair = tasks.resolve_pair(job.pair) if job.pair else None
         target = pair.target if pair else tasks.resolve_task(job.target)
         config = cls.for_tasks(config, pair.source if pair else None, target)
-        assert config.train_steps == 900, job.id
+        assert config.train_steps == 996, job.id
         command = sweep.run_command(req, job, tmp_path)
         sets = [command[i + 1] for i, w in enumerate(command) if w == "--set"]
         assert sets == [f"{k}={v}" for k, v in job.scale]
         assert command[command.index("--out") + 1] == str(tmp_path.resolve())
     dv2 = next(j for j in jobs if j.algo == "offline-dv2")
-    assert dict(dv2.scale) == {"train_steps": "900", "model_updates": "450"}
+    assert dict(dv2.scale) == {"train_steps": "996", "model_updates": "498"}
     finetune = next(j for j in jobs if j.algo == "dv2-finetune")
     assert dict(finetune.scale)["pretrain_env_steps"] == "1500"  # CoWorld's 300 source updates
     assert {j.pair for j in jobs if j.algo == "coworld-brute-force"} == {"DC-BP"}
     assert all(p in sweep.MW_PAIRS for p in {j.pair for j in jobs} - {None})  # Table 2 pairs
     text = sweep.dry_run_text(req, jobs, tmp_path)
-    assert "model_updates=450,train_steps=900" in text.splitlines()[4 + 2]  # offline-dv2 BP
+    assert "model_updates=498,train_steps=996" in text.splitlines()[4 + 2]  # offline-dv2 BP
     with pytest.raises(SweepError, match="sized for --preset quick"):
         sweep.expand(request(pairs=["study:cpu"]))
     with pytest.raises(SweepError, match="named grid itself"):
