@@ -15,8 +15,8 @@ seeds, the band one standard error):
 - the reward model's mean absolute error on the evaluation's real steps (held out:
   no offline learner trains on them);
 - the actor's entropy and action std; the critic's value against its lambda-return
-  target (training metrics averaged over the ``log_every`` windows since the previous
-  evaluation).
+  target (training metrics: in the CSV averaged over the ``log_every`` windows since the
+  previous evaluation, in the figure at every logged window).
 
 Training metrics of CoWorld's target agent are read without their ``target/`` prefix;
 source and warm-up metrics are left out.
@@ -62,12 +62,31 @@ def _training_metric(row: dict, key: str) -> float | None:
     return None
 
 
-def rows_of(run: Path) -> list[dict]:
+def training_rows(run: Path) -> list[dict]:
+    """The training diagnostics at every logged window of a run."""
     config = json.loads((run / "config.json").read_text())
-    settings = config["config"]
+    rows = []
+    for m in _jsonl(run / "metrics.jsonl"):
+        row = {"run": str(run), "algo": config["algo"], "obs": _obs(config["config"]),
+               "step": int(m["step"])}
+        for column, key in TRAINING.items():
+            value = _training_metric(m, key)
+            row[column] = math.nan if value is None else value
+        if any(np.isfinite(row[c]) for c in TRAINING):
+            rows.append(row)
+    return rows
+
+
+def _obs(settings: dict) -> str:
     obs = settings.get("obs", "image")
     if settings.get("source_obs") not in (None, obs):
         obs = f"{obs}/source {settings['source_obs']}"
+    return obs
+
+
+def rows_of(run: Path) -> list[dict]:
+    config = json.loads((run / "config.json").read_text())
+    obs = _obs(config["config"])
     result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
     random_return = (result.get("random_action") or {}).get("mean", math.nan)
     metrics = _jsonl(run / "metrics.jsonl")
@@ -95,7 +114,7 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return float(values.mean()), float(se)
 
 
-def plot(rows: list[dict], out: Path, title: str) -> None:
+def plot(rows: list[dict], training: list[dict], out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,18 +131,24 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(17, 9))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (name, columns) in zip(axes.flat, panels):
+        source = training if columns[0] in TRAINING else rows
         for g, (algo, obs) in enumerate(groups):
-            mine = [r for r in rows if (r["algo"], r["obs"]) == (algo, obs)]
-            steps = sorted({r["step"] for r in mine})
+            mine = [r for r in source if (r["algo"], r["obs"]) == (algo, obs)]
             for c, column in enumerate(columns):
-                stats = [_mean_se([r[column] for r in mine if r["step"] == s]) for s in steps]
+                if column in TRAINING and source is rows:  # imagined reward: per log
+                    mine_c = [r for r in training if (r["algo"], r["obs"]) == (algo, obs)]
+                else:
+                    mine_c = mine
+                steps_c = sorted({r["step"] for r in mine_c})
+                stats = [_mean_se([r[column] for r in mine_c if r["step"] == s]) for s in steps_c]
                 mean = np.array([m for m, _ in stats])
                 se = np.array([e for _, e in stats])
                 if not np.isfinite(mean).any():
                     continue
-                ax.plot(steps, mean, styles[c], color=colors[g % len(colors)],
-                        label=f"{algo} ({obs})" if c == 0 else None)
-                ax.fill_between(steps, mean - se, mean + se, color=colors[g % len(colors)],
+                marker = "o" if column not in TRAINING else None
+                ax.plot(steps_c, mean, styles[c], color=colors[g % len(colors)], marker=marker,
+                        markersize=3, label=f"{algo} ({obs})" if c == 0 else None)
+                ax.fill_between(steps_c, mean - se, mean + se, color=colors[g % len(colors)],
                                 alpha=0.15)
         if columns == ["return"]:
             random = _mean_se([r["random_return"] for r in rows if r["step"] == max(
@@ -146,7 +171,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="Learning and its diagnostics")
     args = parser.parse_args(argv)
-    rows = [row for run in run_dirs(args.roots) for row in rows_of(run)]
+    runs = run_dirs(args.roots)
+    rows = [row for run in runs for row in rows_of(run)]
+    training = [row for run in runs for row in training_rows(run)]
     if not rows:
         raise SystemExit(f"No run directories with evaluations under {args.roots}.")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +181,7 @@ def main(argv=None) -> None:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, args.out / "curves", args.title)
+    plot(rows, training, args.out / "curves", args.title)
     final = {}
     for r in rows:
         key = (r["algo"], r["obs"], r["run"])

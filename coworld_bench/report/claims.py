@@ -155,8 +155,14 @@ def table_claims(table: Table, records: list[RunRecord]) -> list[str]:
         for c in table.columns:
             if (algo, c) not in errors:
                 continue
-            ok, interval = _greater([sign * e for e in errors[(algo, c)]], None)
-            rows.append((c, f"mean V − G = {_error(errors[(algo, c)])}, {interval.replace('difference', 'signed mean')}", ok))
+            interval = welch_interval(errors[(algo, c)], None)
+            if interval is None:
+                ok, text = False, "no interval with fewer than 2 seeds, so not established"
+            else:
+                _, low, high = interval
+                ok = low > 0 if sign > 0 else high < 0
+                text = f"{LEVEL:.0%} t interval [{low:+.2f}, {high:+.2f}]"
+            rows.append((c, f"mean V − G = {_error(errors[(algo, c)])}, {text}", ok))
         claim(f"{number}. {display_name(algo)} {word} its values", rows, [algo])
     rows = []
     for c in table.columns:
