@@ -227,8 +227,8 @@ class CoWorldConfig(DreamerV2Config):
         (authors' code: 2; 0 = none).
       warmup_target_updates: world-model-only target updates per warm-up round
         (authors' code: 1e4).
-      warmup_source_updates: source updates with (B) per warm-up round (authors'
-        code: 1e4 environment steps, 2,000 updates at train_every 5).
+      warmup_source_updates: source updates with (B) per warm-up round (the authors'
+        1e4 environment steps, i.e. 2,000 updates at train_every 5).
       train_steps: updates in total, pretraining's and the warm-up's included (unset:
         pretraining + warm-up + the co-training rounds).
       beta2: domain KL scale of (A).

@@ -367,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", help="target task id or code")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--preset", default="paper", help="smoke, quick or paper (default: paper)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a config value (repeatable)")
+    r.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
+                   help="override config values (several after one --set, or repeated)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--out", default="runs", help="root of run directories (default: ./runs)")
     r.add_argument("--force", action="store_true", help="discard an existing run and start again")
@@ -416,8 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(paper:table2, matrix:mw, ...)")
     sw.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     sw.add_argument("--preset", default="paper", help="smoke, quick or paper (default: paper)")
-    sw.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                    help="a setting of every run (repeatable)")
+    sw.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", default=[],
+                    help="settings of every run (several after one --set, or repeated)")
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", default=[],
                     help="a swept setting (repeatable: the product of all); the value "
                          "'default' is the run without it; each point runs in DIR/KEY=V/")

@@ -33,3 +33,14 @@ def test_console_script_is_installed():
 def test_bad_subcommand_is_a_usage_error():
     result = run_cli("list", "nonsense")
     assert result.returncode != 0 and "tasks" in result.stderr
+
+
+def test_set_takes_several_pairs_after_one_flag_and_repeats():
+    from coworld_bench.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--algo", "bc", "--target", "BP", "--set", "obs=state",
+                              "source_obs=state", "--set", "seed_x=1", "--preset", "smoke"])
+    assert args.set == ["obs=state", "source_obs=state", "seed_x=1"]
+    args = parser.parse_args(["sweep", "--algos", "bc", "--set", "a=1", "b=2"])
+    assert args.set == ["a=1", "b=2"]
