@@ -714,7 +714,10 @@ class Run:
         bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)
         window: dict[str, list[float]] = {}
-        eval_index = step // cfg.eval_every if cfg.eval_every else 0
+        # Periodic evaluations done so far: those at multiples of eval_every below
+        # train_steps (the final evaluation is the next index, fixed by the schedule,
+        # also when a run resumes at train_steps to redo it).
+        eval_index = min(step, cfg.train_steps - 1) // cfg.eval_every if cfg.eval_every else 0
         # Updates 2-6 of this session are timed for the wall-time estimate (the first
         # one carries warm-up work: allocations, an online agent's prefill); only the
         # updates themselves are timed, never an evaluation or a checkpoint.

@@ -360,3 +360,28 @@ def test_status_lists_finished_and_unfinished_runs(finished, cli, tmp_path):
 def test_run_prints_its_directory_first(finished):
     _, result = finished
     assert result.stdout.splitlines()[0] == f"Run directory: {run_dir(finished[0])}"
+
+
+def test_final_evaluation_redone_after_the_last_checkpoint_scores_the_same(finished, tmp_path,
+                                                                             own_root):
+    """A run stopped during its final evaluation (result.json not yet written) resumes at
+    train_steps and redoes that evaluation on the same seeds: the schedule fixes its index
+    (smoke: an evaluation at 10, the final one at 20 is point 2, not 3)."""
+    import shutil
+
+    out, _ = finished
+    reference = json.loads((run_dir(out) / "result.json").read_text())
+    copy = run_dir(tmp_path)
+    shutil.copytree(run_dir(out), copy)
+    (copy / "result.json").unlink()
+    lines = (copy / "eval.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1]).get("final")
+    (copy / "eval.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(own_root)}
+    result = subprocess.run([sys.executable, "-m", "coworld_bench.cli", *SMOKE,
+                             "--out", str(tmp_path)], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    redone = json.loads((copy / "result.json").read_text())
+    assert redone["final"]["returns"] == reference["final"]["returns"]
+    assert redone["random_action"]["returns"] == reference["random_action"]["returns"]
