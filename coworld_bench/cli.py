@@ -129,6 +129,13 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def _cmd_status(args) -> int:
     from coworld_bench.status import run_states
 
@@ -140,10 +147,10 @@ def _cmd_status(args) -> int:
     if not states:
         print(f"No runs under {root}.")
         return 0
-    rows = [[s.name, s.algo, s.seed, s.preset, s.progress, s.last_eval, s.state]
-            for s in states]
+    rows = [[s.name, s.algo, s.seed, s.preset, s.progress, s.last_eval, s.state,
+             _relative(s.path, root)] for s in states]
     print(_table(rows, ["pair/target", "algorithm", "seed", "preset", "step / total",
-                        "last eval", "state"]))
+                        "last eval", "state", "run directory"]))
     for s in states:
         if s.why:
             print(f"  {s.path}: {s.why}")

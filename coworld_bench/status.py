@@ -58,6 +58,19 @@ def _records(path: Path) -> list[dict]:
     return out
 
 
+def _bad_evaluation(evals: list[dict]) -> str | None:
+    """Why the evaluation log cannot be read as one (None when every record can): each
+    record needs a numeric step, mean and std."""
+    for i, record in enumerate(evals, 1):
+        for key in ("step", "mean", "std"):
+            value = record.get(key) if isinstance(record, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return (f"eval.jsonl record {i} has no numeric {key!r} "
+                        f"({json.dumps(record)[:80]}); restore the file or train the run "
+                        "again with --force")
+    return None
+
+
 def _state(run_dir: Path) -> RunState:
     parts = run_dir.parts
     base = dict(path=run_dir, name=parts[-3] if len(parts) >= 3 else "?",
@@ -71,7 +84,10 @@ def _state(run_dir: Path) -> RunState:
     total = config.get("config", {}).get("train_steps")
     metrics = _records(run_dir / "metrics.jsonl")
     evals = _records(run_dir / "eval.jsonl")
-    step = max([int(r.get("step", 0)) for r in metrics + evals] or [0])
+    bad = _bad_evaluation(evals)
+    if bad:
+        return RunState(**base, state="running" if running else "broken", why=bad)
+    step = max([int(r.get("step", 0)) for r in metrics + evals if isinstance(r, dict)] or [0])
     last = evals[-1] if evals else None
     base.update(algo=str(config.get("algo", base["algo"])), seed=str(config.get("seed", "?")),
                 preset=str(config.get("preset", "?")), progress=f"{step} / {total}",

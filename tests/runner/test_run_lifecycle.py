@@ -385,3 +385,23 @@ def test_final_evaluation_redone_after_the_last_checkpoint_scores_the_same(finis
     redone = json.loads((copy / "result.json").read_text())
     assert redone["final"]["returns"] == reference["final"]["returns"]
     assert redone["random_action"]["returns"] == reference["random_action"]["returns"]
+
+
+def test_status_shows_a_run_with_a_bad_evaluation_line_as_broken(finished, cli, tmp_path):
+    """One unreadable record (``{"step": 1}``, no mean) makes that run broken, with the
+    reason; the table of the others is still printed, each row with its directory."""
+    import shutil
+
+    out, _ = finished
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    shutil.copytree(run_dir(out), run_dir(good))
+    shutil.copytree(run_dir(out), run_dir(bad))
+    (run_dir(bad) / "eval.jsonl").write_text('{"step": 1}\n')
+    result = cli("status", tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("DC ")]
+    assert len(lines) == 2
+    [broken] = [line for line in lines if "bad/DC/bc/seed3" in line]
+    [fine] = [line for line in lines if "good/DC/bc/seed3" in line]
+    assert "broken" in broken and "finished" in fine
+    assert "record 1 has no numeric 'mean'" in result.stdout
