@@ -257,10 +257,18 @@ def prepare(request: RunRequest) -> "Run":
     config = algo_cls.for_tasks(config, source, target)
     directory = dataset_dir(config, target) if algo_cls.needs_dataset else None
     collect_config = None
+    complete = False
     if directory is not None and (directory / "manifest.json").exists():
-        _check_dataset(directory, config, target)
-    if directory is not None and not (directory / "manifest.json").exists():
+        complete = _check_dataset(directory, config, target)
+    if directory is not None and not complete:
+        # Missing, or partial (an interrupted collection, or one still running): only a
+        # complete dataset is learned from, so the run resumes the collection (or waits
+        # at its lock for the process making it).
         if config.dataset_dir:
+            if (directory / "manifest.json").exists():
+                from coworld_bench.data import partial_reason, read_manifest
+
+                raise RunError(partial_reason(directory, read_manifest(directory)))
             raise RunError(f"dataset_dir {directory} holds no dataset (no manifest.json).")
         try:
             collect_config = _collect_config(config, target)
@@ -278,9 +286,10 @@ def prepare(request: RunRequest) -> "Run":
     return run
 
 
-def _check_dataset(directory: Path, config: TrainConfig, target: tasks_lib.TaskSpec) -> None:
-    """The dataset must be of the run's target and rendered as the run evaluates."""
-    from coworld_bench.data import read_manifest
+def _check_dataset(directory: Path, config: TrainConfig, target: tasks_lib.TaskSpec) -> bool:
+    """The dataset must be of the run's target and rendered as the run evaluates;
+    returns whether it is complete."""
+    from coworld_bench.data import partial_reason, read_manifest
 
     manifest = read_manifest(directory)
     if manifest.get("task_id") != target.id:
@@ -294,6 +303,7 @@ def _check_dataset(directory: Path, config: TrainConfig, target: tasks_lib.TaskS
             raise RunError(f"The dataset {directory} was rendered with {name}={recorded} but "
                            f"the run asks for {name}={wanted}: evaluation must see what the "
                            f"data shows; add --set {name}={str(recorded).lower()}.")
+    return partial_reason(directory, manifest) is None
 
 
 class Run:
@@ -444,7 +454,10 @@ class Run:
         if self.collect_config is not None:
             from coworld_bench.data import collect
 
-            print(f"The target dataset is missing: generating it into {self.dataset_directory} "
+            what = ("is partial: resuming its collection in" if
+                    (self.dataset_directory / "manifest.json").exists() else
+                    "is missing: generating it into")
+            print(f"The target dataset {what} {self.dataset_directory} "
                   f"({self.collect_config.quality}, {self.collect_config.behaviour} behaviour, "
                   f"{self.collect_config.episodes} episodes at most).")
             collect(self.collect_config, self.dataset_directory, progress=self.request.progress,

@@ -13,7 +13,7 @@ from coworld_bench.data.format import (
     FORMAT_VERSION, MANIFEST, DatasetError, EpisodeFile, check_episode_file,
 )
 
-__all__ = ["Dataset", "default_root", "read_manifest", "verify_dataset"]
+__all__ = ["Dataset", "default_root", "partial_reason", "read_manifest", "verify_dataset"]
 
 
 def default_root() -> Path:
@@ -49,10 +49,24 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def partial_reason(directory: Path, manifest: dict[str, Any]) -> str | None:
+    """Why a dataset may not be learned from yet (its collection was interrupted, or is
+    running), or None when it is complete."""
+    if manifest.get("status", "complete") == "complete":
+        return None
+    return (f"{directory}: the dataset is partial ({manifest.get('episode_count', 0)} episodes "
+            f"of at most {manifest.get('episode_budget', '?')}): its collection was "
+            "interrupted or is still running. A run that needs it resumes the collection "
+            "itself; `coworld-bench data collect` with the same arguments resumes it too.")
+
+
 def verify_dataset(directory: Path, checksum: bool = True) -> dict[str, Any]:
-    """Checks every episode listed in the manifest; raises naming the first bad file."""
+    """Checks every episode listed in the manifest; raises naming the first bad file,
+    or saying the dataset is partial (only a complete dataset is ever learned from)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if (reason := partial_reason(directory, manifest)) is not None:
+        raise DatasetError(reason)
     image_shape = action_dim = None
     for entry in manifest["episodes"]:
         path = directory / entry["file"]

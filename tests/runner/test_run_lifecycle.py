@@ -405,3 +405,38 @@ def test_status_shows_a_run_with_a_bad_evaluation_line_as_broken(finished, cli, 
     [fine] = [line for line in lines if "good/DC/bc/seed3" in line]
     assert "broken" in broken and "finished" in fine
     assert "record 1 has no numeric 'mean'" in result.stdout
+
+
+def test_a_partial_dataset_is_completed_before_training(finished, cli, tmp_path, own_root):
+    """An interrupted collection leaves a manifest marked partial (here: the first of
+    the smoke dataset's 2 episodes). A run resumes the collection, then learns from the
+    complete dataset, identical to one never interrupted, and scores as the run that
+    had it whole; given as dataset_dir, a partial dataset is refused, named."""
+    import shutil
+
+    out, _ = finished
+    reference = json.loads((run_dir(out) / "result.json").read_text())
+    name = "mw-drawer-close/random-random-2ep-seed0-fast-noaa"
+    whole = json.loads((own_root / name / "manifest.json").read_text())
+    root = tmp_path / "data"
+    shutil.copytree(own_root / name, root / name)
+    dataset = root / name
+    kept, dropped = whole["episodes"][0], whole["episodes"][1]
+    (dataset / dropped["file"]).unlink()
+    partial = {**whole, "episodes": [kept], "episode_count": 1, "step_count": kept["steps"],
+               "status": "partial", "stop_reason": None}
+    (dataset / "manifest.json").write_text(json.dumps(partial))
+    result = cli(*SMOKE, "--out", tmp_path / "given", "--set", f"dataset_dir={dataset}",
+                 env_extra={"COWORLD_BENCH_DATA": str(root)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{dataset}: the dataset is partial (1 episodes of at most 2)" in result.stderr
+    verify = cli("data", "verify", dataset)
+    assert verify.returncode != 0 and "partial" in verify.stderr
+    result = cli(*SMOKE, "--out", tmp_path / "runs", env_extra={"COWORLD_BENCH_DATA": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert f"The target dataset is partial: resuming its collection in {dataset}" in result.stdout
+    completed = json.loads((dataset / "manifest.json").read_text())
+    assert completed["status"] == "complete"
+    assert [e["sha256"] for e in completed["episodes"]] == [e["sha256"] for e in whole["episodes"]]
+    resumed = json.loads((run_dir(tmp_path / "runs") / "result.json").read_text())
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
