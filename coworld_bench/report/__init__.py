@@ -27,6 +27,7 @@ directories (``report.checks``); a difference stops the report with an error.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -90,7 +91,40 @@ def copy_runs(runs_dir: Path, dest: Path) -> int:
 def build_report(runs_dir: str | Path, out: str | Path, seeds: int | None = None,
                  reps: int = 2000, embedding: str = "tsne", paper_dir: str | Path | None = None,
                  log=print, copy: bool = False) -> Report:
-    runs_dir, out = Path(runs_dir), Path(out)
+    """Writes the report into ``out``, whole or not at all: a report that fails (a bad
+    run, a check that differs, Ctrl-C) leaves ``out`` as it was before, a previous report
+    included; it is kept aside (``.NAME.before-report``, hard links: every report file
+    is replaced by rename, never rewritten in place) while the new one is made."""
+    out = Path(out)
+    kept = out.parent / f".{out.name}.before-report"
+    if kept.exists():  # a report killed before it could put the previous one back
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(kept, out)
+    if out.exists():
+        shutil.copytree(out, kept, symlinks=True, copy_function=_link_or_copy)
+    try:
+        report = _build_report(Path(runs_dir), out, seeds, reps, embedding, paper_dir, log, copy)
+    except BaseException:
+        if out.exists():
+            shutil.rmtree(out)
+        if kept.exists():
+            os.replace(kept, out)
+        raise
+    if kept.exists():
+        shutil.rmtree(kept)
+    return report
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _build_report(runs_dir: Path, out: Path, seeds, reps, embedding, paper_dir, log,
+                  copy) -> Report:
     if not runs_dir.is_dir():
         raise ReportError(f"{runs_dir} is not a directory of runs.")
     if copy:

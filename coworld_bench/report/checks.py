@@ -24,6 +24,12 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
+def _paths(text: str) -> list[str]:
+    """The runs column: a JSON list of paths (whitespace-separated in reports made before
+    2026-12-07, which could not hold a path with a space)."""
+    return json.loads(text) if text.startswith("[") else text.split()
+
+
 def _run_dir(text: str, report: Path) -> Path:
     """A run path as the report wrote it: relative to where it ran, or to the report's
     parent folder (a report moved with its runs)."""
@@ -70,7 +76,7 @@ def _check_table(long_csv: Path, report: Path, problems: list[str]) -> int:
     recomputed: dict[tuple[str, str], tuple[float, float, int, int]] = {}
     for row in rows:
         where = f"{long_csv.name}: {row['model']} / {row['column']}"
-        runs = [_run_dir(p, report) for p in row["runs"].split()]
+        runs = [_run_dir(p, report) for p in _paths(row["runs"])]
         try:
             by_seed: dict[int, list[Path]] = {}
             for run in runs:

@@ -136,8 +136,15 @@ class RunRecord:
         path = self.path / "value_trace.npz"
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as e:
+            from coworld_bench.errors import UserError
+
+            raise UserError(f"{path}: unreadable ({str(e).splitlines()[0]}); its run's final "
+                            "evaluation writes it: re-run that run, or move the run out of "
+                            "the folder reported.") from None
 
 
 def _plain(value: Any) -> str:

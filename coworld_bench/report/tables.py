@@ -12,6 +12,7 @@ table's expected count says how many it has (``(1/3 seeds)``); an empty one read
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from typing import Iterable
@@ -211,7 +212,7 @@ class Table:
                                  repr(cell.mean), repr(cell.std),
                                  " ".join(map(str, cell.seeds)),
                                  " ".join(repr(s) for s in cell.scores),
-                                 " ".join(str(r.path) for r in cell.runs)])
+                                 json.dumps([str(r.path) for r in cell.runs])])
         return out.getvalue()
 
     def to_markdown(self) -> str:

@@ -340,3 +340,34 @@ def test_no_runs_is_a_clear_error(cli, tmp_path):
     result = cli("report", tmp_path, "--out", tmp_path / "out")
     assert result.returncode == 2
     assert "No finished run under" in result.stderr
+
+
+def test_report_of_a_folder_with_a_space_and_a_failed_report_leaves_nothing(report, tmp_path):
+    """Run paths are stored whole (a JSON list), so a folder named "a b" reports and checks;
+    a report that then fails (a value trace made unreadable: its check differs) leaves the
+    previous report exactly as it was, and no half-written folder beside it."""
+    runs = tmp_path / "a b"
+    for part in ("DC/offline-dv2", "WC-DC/coworld"):
+        shutil.copytree(report["runs"] / part, runs / part)
+    out = tmp_path / "the report"
+    command = [sys.executable, "-m", "coworld_bench.cli", "report", str(runs), "--out", str(out),
+               "--bootstrap-reps", "50", "--embedding", "pca"]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr[-3000:]
+    check = subprocess.run([sys.executable, "-m", "coworld_bench.cli", "report", "--check",
+                            str(out)], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and " 0 differ." in check.stdout, check.stderr
+    long = read_csv(out / "tables" / f"{TABLE}_long.csv")
+    assert all(json.loads(r["runs"])[0].startswith(str(runs) + "/") for r in long)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (runs / "WC-DC" / "coworld" / "seed0" / "value_trace.npz").write_bytes(b"not a zip")
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert "value_trace" in failed.stderr or "value trace" in failed.stderr
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b", "the report"]
+    fresh = tmp_path / "fresh"  # no previous report: none is left behind
+    failed = subprocess.run([*command[:-6], "--out", str(fresh), *command[-4:]],
+                            capture_output=True, text=True, timeout=900)
+    assert failed.returncode == 2 and not fresh.exists()
