@@ -215,7 +215,7 @@ class TrainConfig:
         "train_steps": Range(1), "eval_every": Range(0), "eval_episodes": Range(1),
         "checkpoint_every": Range(1), "log_every": Range(1), "discount": Range(0, 1),
         "dataset_quality": Choice(QUALITIES), "dataset_episodes": Range(1),
-        "dataset_seed": Range(0),
+        "dataset_seed": Range(0, 2**32 - 1),
     }
 
     @classmethod

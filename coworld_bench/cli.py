@@ -173,6 +173,9 @@ def _cmd_run(args) -> int:
 def _cmd_eval(args) -> int:
     from coworld_bench import runner
 
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError(f"--episodes {args.episodes}: evaluate at least 1 episode.")
+    runner.check_eval_workers(args.eval_workers)
     run = runner.Run.from_dir(args.run_dir, device=args.device)
     run.request.eval_workers = args.eval_workers
     result = run.evaluate_checkpoint(args.episodes)
@@ -180,6 +183,9 @@ def _cmd_eval(args) -> int:
           f"{result['std']:.1f} over {len(result['returns'])} episodes "
           f"(success {np.mean(result['success']):.2f}); returns "
           + ", ".join(f"{r:.1f}" for r in result["returns"]))
+    print("These episodes start from held-out seeds, never those of the run's own "
+          "evaluations, so the score differs from the run's final one by the episodes' "
+          "spread; the run's final score is in its result.json.")
     return 0
 
 
@@ -226,6 +232,10 @@ def _cmd_data(args) -> int:
     from coworld_bench.data import recipes
 
     if args.data_command == "collect":
+        if args.seed is not None:
+            from coworld_bench.seeding import check_seed
+
+            check_seed(args.seed, "--seed")
         if args.recipe:
             if args.task or args.quality:
                 raise UserError("Give --recipe or --task/--quality, not both.")
@@ -536,6 +546,10 @@ def _cmd_sweep(args) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds expects comma-separated integers, got {args.seeds!r}.") from None
+    from coworld_bench.seeding import check_seed
+
+    for seed in seeds:
+        check_seed(seed, "--seeds: seed")
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
     named = [p for p in pairs if ":" in p]
     out = args.out or str(Path("sweeps") / (named[0].replace(":", "-") if len(named) == 1

@@ -220,11 +220,42 @@ def render_options(config: TrainConfig, defaults: bool = True) -> dict[str, bool
     return {k: v for k, v in options.items() if v != getattr(EnvOptions, k)}
 
 
+def max_eval_workers() -> int:
+    """More simulator processes than four per core only queue for the same cores."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_eval_workers(workers: int | None) -> None:
+    if workers is not None and not 1 <= workers <= max_eval_workers():
+        raise RunError(f"--eval-workers {workers} is out of range; valid: 1 (episodes one "
+                       f"after another) to {max_eval_workers()} (four per core here), or "
+                       "leave it out for one per episode up to twice the cores.")
+
+
+def compile_backends() -> list[str]:
+    """The values ``--compile`` takes: auto, off and torch.compile's backends."""
+    import torch._dynamo
+
+    return ["auto", "off", *torch._dynamo.list_backends(exclude_tags=())]
+
+
+def check_request(request: RunRequest) -> None:
+    """Range checks of the request's own fields (the settings check themselves)."""
+    from coworld_bench.seeding import check_seed
+
+    check_seed(request.seed, "--seed")
+    check_eval_workers(request.eval_workers)
+    if request.compile not in ("auto", "off") and request.compile not in compile_backends():
+        raise RunError(f"--compile {request.compile!r} is not a torch.compile backend; valid: "
+                       f"{', '.join(compile_backends())}.")
+
+
 def prepare(request: RunRequest) -> "Run":
     """Resolves and checks everything; creates nothing on disk."""
     from coworld_bench import registry
 
     algo_cls = registry.get(request.algo)
+    check_request(request)
     if request.preset not in PRESETS:
         raise RunError(f"Unknown preset {request.preset!r}; valid presets: {', '.join(PRESETS)}.")
     config = algo_cls.make_config(request.preset, request.overrides)
@@ -239,6 +270,8 @@ def prepare(request: RunRequest) -> "Run":
             tasks_lib.resolve_pair(source=request.source, target=request.target)
         source, target, run_name = pair.source, pair.target, pair.name
         action_dim = pair.action_dim
+        if (warning := tasks_lib.pair_warning(pair)) is not None:
+            print(f"coworld-bench: warning: {warning}", file=sys.stderr)
     else:
         if request.pair is not None or request.source is not None:
             target_hint = ""

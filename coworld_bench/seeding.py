@@ -17,7 +17,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["derive_seed", "RandomStates"]
+__all__ = ["derive_seed", "RandomStates", "SEED_MAX", "check_seed"]
+
+# Seeds are 32-bit: numpy's legacy global state and the simulators' resets take no more.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: int, what: str = "--seed") -> int:
+    """Returns ``seed`` if it lies in [0, SEED_MAX]; raises a UserError naming ``what``."""
+    from coworld_bench.errors import UserError
+
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+        raise UserError(f"{what} {seed!r} is out of range; a seed is a whole number from 0 "
+                        f"to {SEED_MAX} (2**32 - 1).")
+    return seed
 
 
 def derive_seed(*keys: int) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "all_task_ids",
     "resolve_task",
     "resolve_pair",
+    "pair_warning",
     "metaworld_transfer_pairs",
     "UnknownTaskError",
 ]
@@ -175,9 +176,30 @@ def resolve_pair(name: str | None = None, *, source: str | None = None,
     if source is None or target is None:
         raise UserError("A pair needs both a source and a target.")
     try:
-        return Pair(resolve_task(source), resolve_task(target))
+        pair = Pair(resolve_task(source), resolve_task(target))
     except UnknownTaskError as e:
         raise UnknownTaskError(f"In pair {name or f'{source}-{target}'!r}: {e}") from None
+    if pair.source is pair.target:
+        raise UserError(f"Pair {name or f'{source}-{target}'!r} has the same task as source and "
+                        "target: a source is another task to learn from online. Pick another "
+                        "source (the paper's pairs: coworld-bench list pairs), or run an "
+                        "offline algorithm with --target alone.")
+    return pair
+
+
+# Source and target suites the paper pairs (SPEC section 2): within Meta-World, within
+# DMC, and Meta-World sources for RoboDesk targets.
+PAPER_SUITE_PAIRS = {("metaworld", "metaworld"), ("dmc", "dmc"), ("metaworld", "robodesk")}
+
+
+def pair_warning(pair: Pair) -> str | None:
+    """A sentence when the pair's suites are not ones the paper pairs (it runs, padded to
+    the larger action space, but no result of the paper speaks to it); else None."""
+    if (pair.source.suite, pair.target.suite) in PAPER_SUITE_PAIRS:
+        return None
+    return (f"{pair.source.suite} source {pair.source.id} for a {pair.target.suite} target "
+            f"{pair.target.id}: the paper pairs Meta-World with Meta-World, DMC with DMC and "
+            "Meta-World sources with RoboDesk targets; running it anyway.")
 
 
 def metaworld_transfer_pairs() -> list[Pair]:

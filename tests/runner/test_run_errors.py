@@ -24,6 +24,18 @@ CASES = [
     (["--algo", "bc"], ["needs --target"]),
     (["--algo", "bc", "--target", "WW", "--set", "dataset_behaviour=scripted",
       "--set", "dataset_quality=medium-replay"], ["Meta-World tasks only"]),
+    # Seeds are 32-bit, checked before config.json is written (they were numpy tracebacks).
+    (["--algo", "bc", "--target", "DC", "--seed", "-1"], ["--seed -1 is out of range", "4294967295"]),
+    (["--algo", "bc", "--target", "DC", "--seed", "4294967296"], ["--seed 4294967296 is out of range"]),
+    (["--algo", "bc", "--target", "DC", "--set", "dataset_seed=99999999999"],
+     ["dataset_seed=99999999999 is out of range", "[0, 4.29497e+09]"]),
+    (["--algo", "bc", "--target", "DC", "--eval-workers", "0"], ["--eval-workers 0 is out of range"]),
+    (["--algo", "bc", "--target", "DC", "--eval-workers", "-1"], ["--eval-workers -1 is out of range"]),
+    (["--algo", "bc", "--target", "DC", "--eval-workers", "1000"], ["--eval-workers 1000", "four per core"]),
+    (["--algo", "offline-dv2", "--target", "DC", "--compile", "nosuch"],
+     ["--compile 'nosuch' is not a torch.compile backend", "inductor", "off"]),
+    (["--algo", "bc", "--target", "DC", "--compile", "nosuch"], ["--compile 'nosuch'"]),
+    (["--algo", "coworld", "--pair", "DC-DC"], ["same task as source and target"]),
 ]
 
 
@@ -43,3 +55,26 @@ def test_unknown_pair_code(cli, tmp_path):
     assert result.returncode != 0
     assert "Unknown task 'QQ'" in result.stderr and "DC*" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_other_commands_check_their_ranges(cli, tmp_path):
+    """eval's episodes, sweep's and data collect's seeds: refused on one line, nothing made."""
+    result = cli("eval", tmp_path / "no-run", "--episodes", "-3")
+    assert result.returncode == 2 and "--episodes -3: evaluate at least 1 episode" in result.stderr
+    result = cli("sweep", "--algos", "bc", "--pairs", "DC", "--seeds", "0,-1", "--preset", "smoke",
+                 "--out", tmp_path / "sweep")
+    assert result.returncode == 2 and "--seeds: seed -1 is out of range" in result.stderr
+    result = cli("data", "collect", "--task", "DC", "--quality", "random", "--seed", "-1",
+                 "--out", tmp_path / "data")
+    assert result.returncode == 2 and "--seed -1 is out of range" in result.stderr
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_pair_across_suites_the_paper_never_pairs_warns(cli, tmp_path):
+    """A DMC source for a Meta-World target runs (padded actions) but says it is no pair of
+    the paper; a Meta-World source for a RoboDesk target is one, and says nothing."""
+    result = cli("run", "--algo", "coworld", "--pair", "WW-DC", "--out", tmp_path / "runs")
+    assert "warning: dmc source dmc-walker-walk for a metaworld target mw-drawer-close" \
+        in result.stderr, result.stderr
+    result = cli("run", "--algo", "coworld", "--pair", "BP-PG", "--out", tmp_path / "runs")
+    assert "warning" not in result.stderr
