@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import shutil
@@ -94,6 +95,34 @@ def window_means(window: dict[str, list]) -> dict[str, float]:
         for (key, _), value in zip(pairs, torch.stack([m for _, m in pairs]).tolist()):
             means[key] = value
     return {key: means[key] for key in window}
+
+
+def first_non_finite(window: dict[str, list], steps: dict[str, list[int]]
+                     ) -> tuple[int, str, float] | None:
+    """The first (update, scalar, value) of the window that is NaN or infinite, or None:
+    one host transfer per device (each scalar's values reduced to "all finite" there)."""
+    import torch
+
+    flags, bad = [], []
+    for key, values in window.items():
+        if any(torch.is_tensor(v) for v in values):
+            device = next(v for v in values if torch.is_tensor(v)).device
+            stacked = torch.stack([v.to(device, torch.float32) if torch.is_tensor(v)
+                                   else torch.tensor(float(v), device=device) for v in values])
+            flags.append((key, stacked))
+        elif not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            bad.append(key)
+    if flags:
+        finite = torch.stack([torch.isfinite(t).all() for _, t in flags]).tolist()
+        bad += [key for (key, _), ok in zip(flags, finite) if not ok]
+    if not bad:
+        return None
+    found = []
+    for key in bad:
+        values = [float(v) for v in window[key]]
+        i = next(i for i, v in enumerate(values) if not math.isfinite(v))
+        found.append((steps[key][i], key, values[i]))
+    return min(found, key=lambda f: (f[0], "loss" not in f[1]))
 
 
 @dataclasses.dataclass
@@ -760,6 +789,25 @@ class Run:
         bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)
         window: dict[str, list[float]] = {}
+        window_steps: dict[str, list[int]] = {}
+        # Every scalar since the last record is checked for NaN/inf before a record, an
+        # evaluation or a checkpoint: a run stops at its first non-finite update, and its
+        # checkpoints only ever hold finite updates.
+        last_good = step if step else None
+
+        def check_finite():
+            bad = first_non_finite(window, window_steps)
+            if bad is None:
+                return
+            update, key, value = bad
+            kept = (f"the last good checkpoint, update {last_good} "
+                    f"({self.dir / 'checkpoint' / CHECKPOINTS[0]}), stays the one a re-run "
+                    "resumes from" if last_good is not None else
+                    "no checkpoint was written")
+            raise RunError(
+                f"Update {update}: {key} is {value} (not finite); training stopped and {kept}. "
+                "Check the dataset for non-finite values (coworld-bench data verify DIR); a "
+                "re-run repeats the same updates.")
         # Periodic evaluations done so far: those at multiples of eval_every below
         # train_steps (the final evaluation is the next index, fixed by the schedule,
         # also when a run resumes at train_steps to redo it).
@@ -783,10 +831,19 @@ class Run:
                 bar.update(1)
                 for k, v in scalars.items():  # tensors stay on the device until logged
                     window.setdefault(k, []).append(v.detach() if torch.is_tensor(v) else v)
+                    window_steps.setdefault(k, []).append(step)
                 if probe_count > 0 and step == probe_until:
+                    check_finite()  # the estimate times the policy in the simulator
                     self._estimate(algo, eval_env, probe_seconds / probe_count,
                                    remaining=cfg.train_steps - step)
-                if step % cfg.log_every == 0 or step == cfg.train_steps:
+                logs = step % cfg.log_every == 0 or step == cfg.train_steps
+                evaluates = bool(cfg.eval_every) and step % cfg.eval_every == 0 \
+                    and step < cfg.train_steps
+                saves = step % cfg.checkpoint_every == 0 or step == cfg.train_steps \
+                    or stop.raised
+                if logs or evaluates or saves:
+                    check_finite()
+                if logs:
                     record = {"step": step, **window_means(window),
                               "wall_time": time.perf_counter() - start}
                     self._append("metrics.jsonl", record)
@@ -794,15 +851,16 @@ class Run:
                         if k != "step":
                             writer.add_scalar(f"train/{k}", v, step)
                     bar.set_postfix({k: f"{record[k]:.3g}" for k in list(window)[:3]})
-                    window = {}
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.train_steps:
+                    window, window_steps = {}, {}
+                if evaluates:
                     eval_index += 1
                     result = self._evaluate(algo, eval_env, eval_index, bar)
                     self._append("eval.jsonl", {"step": step, **result})
                     _eval_scalars(writer, result, step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps or stop.raised:
+                if saves:
                     writer.flush()
                     self._checkpoint(algo, step, time.perf_counter() - start)
+                    last_good = step
                 if stop.raised and step < cfg.train_steps:
                     raise RunInterrupted(
                         f"Interrupted at update {step} of {cfg.train_steps}; the checkpoint is "

@@ -127,11 +127,32 @@ def _validate_flags(is_first: np.ndarray, is_last: np.ndarray, where: str) -> No
         raise DatasetError(f"{where}: 'is_last' must be True on the final row only.")
 
 
+FLOAT_KEYS = ("action", "reward", "discount", "state")
+
+
+def _validate_finite(read, keys, where: str) -> None:
+    """Every value of the float arrays is finite: a NaN reward or action would train a
+    learner to NaN, found only when the simulator refused its actions."""
+    for key in FLOAT_KEYS:
+        if key not in keys:
+            continue
+        values = read(key)
+        finite = np.isfinite(values)
+        if not finite.all():
+            row = int(np.argwhere(~finite)[0][0])
+            bad = values.reshape(len(values), -1)[row][~finite.reshape(len(values), -1)[row]][0]
+            raise DatasetError(f"{where}: {key!r} holds a non-finite value ({bad}) at row {row} "
+                               f"({int((~finite).sum())} in all); a learner would train to NaN "
+                               "on it. Collect or import the episode again from finite data.")
+
+
 def validate_episode_arrays(arrays: dict[str, np.ndarray], where: str) -> int:
-    """Checks keys, dtypes, shapes and flags; returns the number of steps T."""
+    """Checks keys, dtypes, shapes, flags and that every float value is finite; returns
+    the number of steps T."""
     steps = _validate_layout({k: v.shape for k, v in arrays.items()},
                              {k: v.dtype for k, v in arrays.items()}, where)
     _validate_flags(arrays["is_first"], arrays["is_last"], where)
+    _validate_finite(arrays.__getitem__, arrays, where)
     return steps
 
 
@@ -239,6 +260,7 @@ def check_episode_file(path: Path, expected: dict | None = None, checksum: bool 
         steps = _validate_layout({k: v[2] for k, v in episode.arrays.items()},
                                  {k: v[1] for k, v in episode.arrays.items()}, str(path))
         _validate_flags(episode.read("is_first"), episode.read("is_last"), str(path))
+        _validate_finite(episode.read, episode.arrays, str(path))
     finally:
         episode.close()
     if expected is not None and steps != expected["steps"]:

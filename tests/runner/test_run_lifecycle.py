@@ -440,3 +440,58 @@ def test_a_partial_dataset_is_completed_before_training(finished, cli, tmp_path,
     assert [e["sha256"] for e in completed["episodes"]] == [e["sha256"] for e in whole["episodes"]]
     resumed = json.loads((run_dir(tmp_path / "runs") / "result.json").read_text())
     assert resumed["final"]["returns"] == reference["final"]["returns"]
+
+
+def test_non_finite_data_is_refused_and_training_stops_at_its_first_non_finite_update(
+        finished, cli, tmp_path, own_root):
+    """A NaN reward (checksums made to match, as a faulty writer would) fails `data verify`
+    and the run, naming file, key and row; a run that diverges after a good checkpoint
+    stops at its first non-finite update, naming it, the loss term and that checkpoint,
+    which stays the one resumed (the re-run stops the same way, never in the simulator)."""
+    import re
+    import shutil
+
+    from coworld_bench.data.format import sha256_file
+
+    name = "mw-drawer-close/random-random-2ep-seed0-fast-noaa"
+    dataset = tmp_path / "data" / name
+    shutil.copytree(own_root / name, dataset)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    entry = manifest["episodes"][1]
+    with np.load(dataset / entry["file"], allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["reward"][5] = np.nan
+    np.savez(dataset / entry["file"], **arrays)
+    entry["sha256"] = sha256_file(dataset / entry["file"])
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    said = f"{dataset / entry['file']}: 'reward' holds a non-finite value (nan) at row 5"
+    verify = cli("data", "verify", dataset)
+    assert verify.returncode == 2 and said in verify.stderr, verify.stderr
+    result = cli(*SMOKE, "--out", tmp_path / "on-nan", "--set", f"dataset_dir={dataset}",
+                 env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+    assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr
+
+    out, _ = finished
+    run = run_dir(tmp_path / "diverged")
+    shutil.copytree(run_dir(out), run)
+    (run / "result.json").unlink()
+    good = torch.load(run / "checkpoint" / "previous.pt", weights_only=True)
+    assert good["step"] == 15
+    for optimizer in good["algorithm"]["optimizers"].values():
+        for group in optimizer["param_groups"]:
+            group["lr"] = 1e30  # the updates after update 15 diverge
+    torch.save(good, run / "checkpoint" / "latest.pt")
+    (run / "checkpoint" / "previous.pt").unlink()
+    saved = (run / "checkpoint" / "latest.pt").read_bytes()
+    for attempt in range(2):
+        result = cli(*SMOKE, "--out", tmp_path / "diverged",
+                     env_extra={"COWORLD_BENCH_DATA": str(own_root)})
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert re.search(r"Update 1[6-9]: bc_loss is (nan|inf|-inf) \(not finite\); training "
+                         r"stopped and the last good checkpoint, update 15 ", result.stderr), \
+            result.stderr
+        assert str(run / "checkpoint" / "latest.pt") in result.stderr
+        assert (run / "checkpoint" / "latest.pt").read_bytes() == saved
+        assert not (run / "result.json").exists()
+        assert all(json.loads(line)["step"] <= 15
+                   for line in (run / "metrics.jsonl").read_text().splitlines())
