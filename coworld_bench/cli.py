@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 from pathlib import Path
@@ -620,6 +621,26 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # the project's own user errors: one line; bugs keep their traceback
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRORS:
+            raise
+        what = f"{e.filename}: " if e.filename else ""
+        print(f"coworld-bench: error: {what}{e.strerror}. {_STORAGE_ERRORS[e.errno]} Nothing "
+              "unfinished was kept: re-run the same command to resume from what was written.",
+              file=sys.stderr)
+        return 2
+
+
+# File-system states the user fixes (not bugs): one line naming the path, and the fix.
+_STORAGE_ERRORS = {
+    errno.ENOSPC: "Free space there (or write elsewhere: --out, $COWORLD_BENCH_DATA).",
+    errno.EDQUOT: "The disk quota is used up: free space (or write elsewhere: --out, "
+                  "$COWORLD_BENCH_DATA).",
+    errno.EROFS: "That file system is mounted read-only: write elsewhere (--out, "
+                 "$COWORLD_BENCH_DATA) or remount it writable.",
+    errno.EACCES: "Permission denied: write elsewhere (--out, $COWORLD_BENCH_DATA) or give "
+                  "this user write access.",
+}
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -504,6 +505,10 @@ class Run:
             self._lock = None
 
     def _execute(self) -> dict[str, Any]:
+        # Temporary files a killed process left behind (a checkpoint half-written when
+        # the disk filled up, or at a SIGKILL) are never read; they only take space.
+        for stale in [*self.dir.glob(".*.tmp"), *self.dir.glob("checkpoint/.*.tmp")]:
+            stale.unlink(missing_ok=True)
         state = self._check_existing()
         if state == "finished":
             result = json.loads((self.dir / "result.json").read_text())
@@ -692,8 +697,16 @@ class Run:
             atomic_write_bytes(path, lambda f: f.write(data))
 
     def _append(self, name: str, record: dict) -> None:
-        with open(self.dir / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Appends one JSON line, whole or not at all (a full disk leaves no torn line)."""
+        path = self.dir / name
+        with open(path, "ab") as f:
+            size = f.tell()
+            try:
+                f.write((json.dumps(record) + "\n").encode())
+                f.flush()
+            except OSError as e:
+                f.truncate(size)
+                raise OSError(e.errno, e.strerror, str(path)) from e
 
     def _checkpoint(self, algo, step: int, elapsed: float) -> None:
         """Writes checkpoint/latest.pt atomically, keeping the one before it as
@@ -702,10 +715,22 @@ class Run:
 
         payload = {"step": step, "elapsed": elapsed, "algorithm": algo.state_dict(),
                    "torch_rng": torch.get_rng_state()}
-        latest = self.dir / "checkpoint" / CHECKPOINTS[0]
+        # Serialised in memory first: a full disk then fails in Python's own write, as
+        # an OSError naming the file (torch's writer loses the errno), and the rotation
+        # below happens only once the new checkpoint is whole on disk.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        folder = self.dir / "checkpoint"
+        fresh = folder / f".{CHECKPOINTS[0]}.new.tmp"
+        try:
+            atomic_write_bytes(fresh, lambda f: f.write(buffer.getbuffer()))
+        except OSError as e:
+            raise OSError(e.errno, f"{e.strerror} (a checkpoint of {buffer.tell() / 1e6:.1f} MB)",
+                          str(folder / CHECKPOINTS[0])) from e
+        latest = folder / CHECKPOINTS[0]
         if latest.exists():
-            os.replace(latest, self.dir / "checkpoint" / CHECKPOINTS[1])
-        atomic_write_bytes(latest, lambda f: torch.save(payload, f))
+            os.replace(latest, folder / CHECKPOINTS[1])
+        os.replace(fresh, latest)
 
     def _evaluate(self, algo, eval_env, eval_index: int, bar, record_values: bool = False):
         """One evaluation point, its episodes shown as they finish."""

@@ -101,7 +101,31 @@ def _state(run_dir: Path) -> RunState:
             return RunState(**base, state="broken",
                             why=f"eval.jsonl holds {finals} final evaluations")
         return RunState(**base, state="finished")
-    return RunState(**base, state="unfinished", why="re-run its command to resume it")
+    # Progress is what a resume starts from: the newest loadable checkpoint (records
+    # logged after it, or a checkpoint that never reached the disk, are redone).
+    saved = _checkpoint_step(run_dir)
+    base["progress"] = f"{saved if saved is not None else 0} / {total}"
+    why = ("re-run its command to resume it" if saved is not None else
+           "no checkpoint yet: re-running its command starts it from the beginning")
+    return RunState(**base, state="unfinished", why=why)
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the checkpoint a resume would load (latest, else previous), or None.
+    Memory-mapped: the weights are not read."""
+    from coworld_bench.runner import CHECKPOINTS
+
+    for name in CHECKPOINTS:
+        path = run_dir / "checkpoint" / name
+        if not path.exists():
+            continue
+        import torch
+
+        try:
+            return int(torch.load(path, weights_only=True, mmap=True, map_location="cpu")["step"])
+        except Exception:  # noqa: BLE001 - torn: the runner falls back to the previous one
+            continue
+    return None
 
 
 def run_states(root: Path) -> list[RunState]:

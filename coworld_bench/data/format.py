@@ -73,8 +73,11 @@ def atomic_write_bytes(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            # A write into the open file (a full disk): name the file it was for.
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

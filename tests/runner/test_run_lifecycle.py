@@ -495,3 +495,55 @@ def test_non_finite_data_is_refused_and_training_stops_at_its_first_non_finite_u
         assert not (run / "result.json").exists()
         assert all(json.loads(line)["step"] <= 15
                    for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (root only; elsewhere the test is skipped), unmounted after."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_then_a_read_only_one_then_space_freed(finished, cli, small_disk, own_root):
+    """--out on a 2 MB tmpfs: the first checkpoint (1.6 MB) does not fit. One line names the
+    checkpoint; status claims no step that was not saved; no temporary file is left. The
+    same folder read-only: one line again. With space, the re-run finishes with the
+    uninterrupted run's result."""
+    out, _ = finished
+    reference = json.loads((run_dir(out) / "result.json").read_text())
+    env = {"COWORLD_BENCH_DATA": str(own_root)}
+    result = cli(*SMOKE, "--out", small_disk, env_extra=env)
+    latest = run_dir(small_disk) / "checkpoint" / "latest.pt"
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {latest}: No space left on device" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(small_disk.rglob("*.tmp")) and not latest.exists()
+    status = cli("status", small_disk)
+    [row] = [line for line in status.stdout.splitlines() if line.startswith("DC ")]
+    assert "0 / 20" in row and "unfinished" in row, status.stdout
+    assert "no checkpoint yet" in status.stdout
+    assert subprocess.run(["mount", "-o", "remount,ro", str(small_disk)]).returncode == 0
+    result = cli(*SMOKE, "--out", small_disk, env_extra=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{run_dir(small_disk)} is not writable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    # A read-only data root, found only when the missing dataset is to be made.
+    result = cli(*SMOKE, "--out", small_disk.parent / "elsewhere",
+                 env_extra={"COWORLD_BENCH_DATA": str(small_disk / "data")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {small_disk / 'data'}" in result.stderr
+    assert "Read-only file system" in result.stderr and "remount it writable" in result.stderr
+    assert subprocess.run(["mount", "-o", "remount,rw,size=64m", str(small_disk)]).returncode == 0
+    stale = latest.parent / ".latest.pt.killed.tmp"  # as a SIGKILL mid-write leaves it
+    stale.write_bytes(b"torn")
+    result = cli(*SMOKE, "--out", small_disk, env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists()
+    resumed = json.loads((run_dir(small_disk) / "result.json").read_text())
+    assert resumed["final"]["returns"] == reference["final"]["returns"]
