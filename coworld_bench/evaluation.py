@@ -236,6 +236,7 @@ def receive_reply(pipe, process, name: str):
 
 def _env_worker(pipe, make_env) -> None:
     env = make_env()
+    pipe.send((True, "ready"))
     try:
         while True:
             command, args, kwargs = pipe.recv()
@@ -259,6 +260,7 @@ class EnvWorkers:
         ctx = mp.get_context("spawn")
         self.size = size
         self.pipes, self.processes = [], []
+        self._started = [False] * size  # each worker's "ready" message received
         for _ in range(size):
             parent, child = ctx.Pipe()
             process = ctx.Process(target=_env_worker, args=(child, make_env), daemon=True)
@@ -270,7 +272,21 @@ class EnvWorkers:
     def send(self, worker: int, command: str, *args, **kwargs) -> None:
         self.pipes[worker].send((command, args, kwargs))
 
+    def ready(self) -> bool:
+        """Whether every worker has made its environment (without waiting)."""
+        for worker, pipe in enumerate(self.pipes):
+            if not self._started[worker] and pipe.poll():
+                self._await_start(worker)
+        return all(self._started)
+
+    def _await_start(self, worker: int) -> None:
+        if not self._started[worker]:
+            receive_reply(self.pipes[worker], self.processes[worker],
+                          f"Evaluation worker {worker} (starting)")
+            self._started[worker] = True
+
     def receive(self, worker: int):
+        self._await_start(worker)
         return receive_reply(self.pipes[worker], self.processes[worker],
                              f"Evaluation worker {worker}")
 

@@ -775,28 +775,40 @@ class Run:
             self._workers.close()
             self._workers = None
 
-    def _estimate(self, algo, eval_env, seconds_per_update: float, remaining: int) -> None:
-        """Prints the wall time of the rest of the run, from measured step times."""
+    def _estimate(self, algo, eval_env, seconds_per_update: float, remaining: int,
+                  elapsed: float = 0.0, workers=None) -> None:
+        """Prints the run's wall time (training and evaluations: what result.json's
+        wall_time_s measures) from measured step times, on lines of its own."""
+        from tqdm.auto import tqdm
+
         cfg = self.config
         probe = evaluate_steps_time(algo, eval_env)
         done = cfg.train_steps - remaining
-        n_evals = ((cfg.train_steps // cfg.eval_every - done // cfg.eval_every)
+        # Evaluations still to come: at multiples of eval_every below train_steps, then
+        # the final one.
+        n_evals = (((cfg.train_steps - 1) // cfg.eval_every - done // cfg.eval_every)
                    if cfg.eval_every else 0) + 1
-        eval_seconds = n_evals * cfg.eval_episodes * self.target.episode_steps * probe
-        total = remaining * seconds_per_update + eval_seconds
-        print(f"Estimated wall time on this device ({self.device}): {_format_hours(total)} "
-              f"({seconds_per_update:.3g} s/update x {remaining} updates + {n_evals} "
-              f"evaluations x {cfg.eval_episodes} episodes x {self.target.episode_steps} steps at "
-              f"{probe * 1000:.0f} ms/step).")
+        # Episodes side by side in the workers, as many at once as there are cores.
+        side_by_side = min(workers.size, os.cpu_count() or 1) if workers is not None else 1
+        rounds = -(-cfg.eval_episodes // side_by_side)
+        eval_seconds = n_evals * rounds * self.target.episode_steps * probe
+        rest = remaining * seconds_per_update + eval_seconds
+        how = (f"{seconds_per_update:.3g} s/update x {remaining} updates + {n_evals} "
+               f"evaluations x {rounds} round{'s' * (rounds > 1)} of episodes"
+               f"{f' ({side_by_side} side by side)' if side_by_side > 1 else ''} x "
+               f"{self.target.episode_steps} steps at {probe * 1000:.0f} ms/step")
+        self.estimated_wall_time_s = elapsed + rest
+        tqdm.write(f"Estimated wall time on this device ({self.device}): "
+                   f"{_format_hours(elapsed + rest)} ({_format_hours(elapsed)} so far; {how}).")
         pretrain = getattr(cfg, "pretrain_env_steps", 0)
         if pretrain:  # schedules count updates; online pretraining is given in env steps
             sources = max(1, len([s for s in getattr(cfg, "sources", "").split(",") if s]))
-            print(f"  The first {sources * cfg.pretrain_updates} of the {cfg.train_steps} updates "
+            tqdm.write(f"  The first {sources * cfg.pretrain_updates} of the {cfg.train_steps} updates "
                   f"are online source pretraining ({pretrain} environment steps per source, "
                   f"{cfg.train_every} per update); the rest are offline updates.")
         warmup = getattr(cfg, "warmup_updates", 0)
         if warmup:
-            print(f"  The next {warmup} updates warm the target world model up before "
+            tqdm.write(f"  The next {warmup} updates warm the target world model up before "
                   f"co-training ({cfg.warmup_rounds} rounds of {cfg.warmup_target_updates} "
                   f"target world-model updates and {cfg.warmup_source_updates} source updates).")
 
@@ -837,20 +849,27 @@ class Run:
         # train_steps (the final evaluation is the next index, fixed by the schedule,
         # also when a run resumes at train_steps to redo it).
         eval_index = min(step, cfg.train_steps - 1) // cfg.eval_every if cfg.eval_every else 0
-        # Updates 2-6 of this session are timed for the wall-time estimate (the first
-        # one carries warm-up work: allocations, an online agent's prefill); only the
-        # updates themselves are timed, never an evaluation or a checkpoint.
+        # Five updates are timed for the wall-time estimate: from the second of this
+        # session (the first carries warm-up work: allocations, an online agent's
+        # prefill), and only once the evaluation workers are up (their start-up shares
+        # the cores with the first updates); only the updates themselves are timed,
+        # never an evaluation or a checkpoint.
         probe_count = min(5, cfg.train_steps - step - 1)
-        probe_from, probe_until = step + 1, step + 1 + probe_count
+        probe_from, probe_until = None, None
         probe_seconds = 0.0
+        session_start = step
         start = time.perf_counter() - elapsed
         stop = _InterruptFlag()
         try:
-            self._eval_workers(cfg.eval_episodes)  # they start up beside the first updates
+            workers = self._eval_workers(cfg.eval_episodes)  # start beside the first updates
             while step < cfg.train_steps:
+                if (probe_from is None and probe_count > 0 and step > session_start
+                        and (workers is None or workers.ready())):
+                    probe_count = min(probe_count, cfg.train_steps - step)
+                    probe_from, probe_until = step, step + probe_count
                 update_start = time.perf_counter()
                 scalars = algo.train_step(step)
-                if probe_from <= step < probe_until:
+                if probe_from is not None and probe_from <= step < probe_until:
                     probe_seconds += time.perf_counter() - update_start
                 step += 1
                 bar.update(1)
@@ -860,7 +879,8 @@ class Run:
                 if probe_count > 0 and step == probe_until:
                     check_finite()  # the estimate times the policy in the simulator
                     self._estimate(algo, eval_env, probe_seconds / probe_count,
-                                   remaining=cfg.train_steps - step)
+                                   remaining=cfg.train_steps - step,
+                                   elapsed=time.perf_counter() - start, workers=workers)
                 logs = step % cfg.log_every == 0 or step == cfg.train_steps
                 evaluates = bool(cfg.eval_every) and step % cfg.eval_every == 0 \
                     and step < cfg.train_steps
@@ -925,6 +945,9 @@ class Run:
             "value_trace": value_summary,
             "random_action": random,
             "wall_time_s": wall_time,
+            # The estimate printed near the start of this session (null if it ran too few
+            # updates to time): a check of the estimate against the run itself.
+            "estimated_wall_time_s": getattr(self, "estimated_wall_time_s", None),
         }
         atomic_write_json(self.dir / "result.json", result)
         print(f"Finished {self.dir}: return {final['mean']:.1f} ± {final['std']:.1f} over "
@@ -988,6 +1011,9 @@ def evaluate_steps_time(algo, env, steps: int = 10) -> float:
     with torch.random.fork_rng(devices=[]):
         obs, _ = env.reset(seed=12345)
         state = algo.initial_state()
+        for _ in range(2):  # untimed: the first renders and policy calls warm caches up
+            action, state = algo.policy(obs, state, deterministic=True)
+            obs, *_ = env.step(action)
         start = time.perf_counter()
         for _ in range(steps):
             action, state = algo.policy(obs, state, deterministic=True)

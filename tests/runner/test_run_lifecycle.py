@@ -66,6 +66,18 @@ def test_run_directory_has_every_file(finished):
     assert list((d / "tb").glob("events.out.tfevents.*"))
 
 
+def test_wall_time_estimate_within_twice_the_actual(finished):
+    """The estimate printed once the first updates are timed (after the evaluation workers
+    are up; the evaluations the schedule has, not one more) against the run's own wall
+    time (smoke: 20 updates, 2 evaluations of 1 episode of 500 steps)."""
+    out, result = finished
+    [line] = [x for x in result.stdout.splitlines() if x.startswith("Estimated wall time")]
+    assert "+ 2 evaluations x 1 round of episodes x 500 steps" in line, line
+    record = json.loads((run_dir(out) / "result.json").read_text())
+    estimate, actual = record["estimated_wall_time_s"], record["wall_time_s"]
+    assert actual / 2 <= estimate <= 2 * actual, (estimate, actual)
+
+
 def test_random_action_return_beside_the_final_return(finished, own_root):
     """The run prints (and keeps) uniformly random actions' return on its final
     evaluation's seeds and env options, computed once into the data root's cache."""
