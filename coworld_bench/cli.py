@@ -111,9 +111,26 @@ def list_presets() -> str:
     about = {"smoke": "tests: seconds, tiny random dataset",
              "quick": "minutes on a 2-core CPU: small model, scripted Meta-World data",
              "paper": "the paper's hyperparameters; needs a GPU to finish in days (the default)"}
-    rows = [[name, about[name], ", ".join(f"{k}={v}" for k, v in values.items()) or
+    from coworld_bench import registry
+
+    rows = [[name, about[name], ", ".join(f"{k}={v}" for k, v in values.items()
+                                          if k != "train_steps") or
              "(each algorithm's defaults)"] for name, values in BASE_PRESETS.items()]
-    return _table(rows, ["preset", "for", "runner settings"])
+    lengths = []
+    for name in BASE_PRESETS:  # each algorithm's own length: presets set it per algorithm
+        by_length: dict[int, list[str]] = {}
+        for algo in registry.names():
+            try:
+                steps = registry.get(algo).make_config(name).train_steps
+            except Exception:  # noqa: BLE001 - a plugin that cannot build: not listed here
+                continue
+            by_length.setdefault(steps, []).append(algo)
+        lengths.append(f"{name}: " + "; ".join(
+            f"{'by suite' if steps is None else format(steps, ',')} ({', '.join(algos)})"
+            for steps, algos in sorted(by_length.items(), key=lambda kv: (kv[0] is None,
+                                                                          kv[0] or 0))))
+    return (_table(rows, ["preset", "for", "runner settings"])
+            + "\n\nUpdates (train_steps) per algorithm:\n" + "\n".join(f"  {x}" for x in lengths))
 
 
 def _cmd_list(args) -> int:
@@ -610,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     from coworld_bench.runner import RunInterrupted
 
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe is met here, not in Python's flush at exit
+        return status
     except RunInterrupted as e:
         print(f"coworld-bench: {e}", file=sys.stderr)
         return 130
@@ -621,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:  # the project's own user errors: one line; bugs keep their traceback
         print(f"coworld-bench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (| head): nothing more to say, and
+        # Python's own flush at exit must not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise

@@ -35,10 +35,12 @@ outlived a killed sweep) is waited for, not started twice.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as _dt
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -512,7 +514,36 @@ def check_settings(request: SweepRequest, jobs: list[Job], log=print) -> dict[st
         datasets[job.id] = resolved[key]
     for line in warnings:
         log(f"warning: {line}")
+    check_existing_runs(request, [j for j in jobs if classes.get(j.algo) is not None])
     return datasets
+
+
+def check_existing_runs(request: SweepRequest, jobs: list[Job]) -> None:
+    """Run directories the sweep's jobs would resume must hold the same config as the
+    jobs ask for (a re-run with a changed --set would otherwise launch every job only
+    for each to stop on "a different config"). Raises naming them, before any start."""
+    from coworld_bench import runner
+
+    root = Path(request.out)
+    clashes = []
+    for job in jobs:
+        if not (root / job.id / "config.json").exists():
+            continue
+        run_request = runner.RunRequest(
+            algo=job.algo, pair=job.pair, target=job.target, seed=job.seed,
+            preset=request.preset, overrides=job_overrides(request, job),
+            out=str(root / job.out), yes=True)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # pair warnings: said per run
+                runner.prepare(run_request)._check_existing()
+        except UserError as e:
+            clashes.append(f"{job.id}: {e}")
+    if clashes:
+        raise SweepError(
+            f"{len(clashes)} of the sweep's runs already exist in {root} with other settings "
+            f"than this command gives; nothing was started. Give the settings they were made "
+            f"with (sweep.json's requests list them), another --out, or --force in each run. "
+            f"First: {clashes[0]}")
 
 
 def dataset_ready(path: str | None) -> bool:

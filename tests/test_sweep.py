@@ -448,3 +448,18 @@ def test_slurm_job_array_submission(tmp_path, monkeypatch):
     manifest = _manifest(tmp_path / "sweep")
     assert [manifest[j.id]["submitit_job_id"] for j in jobs] == ["4242_0", "4242_1", "4242_2"]
     assert all(manifest[j.id]["state"] == "pending" for j in jobs)
+
+
+def test_rerun_with_other_settings_is_refused_before_any_start(local_sweep, data_root):
+    """The sweep's command again with a new --set: its finished runs hold other settings.
+    Refused at once, naming a run and what differs; no job is started, no log grows."""
+    root, command = local_sweep[0], local_sweep[1]
+    before = _manifest(root)
+    logs = {p: p.stat().st_size for p in (root / "logs").iterdir()}
+    result = _cli(data_root, *command[3:], "--set", "log_every=7", timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "of the sweep's runs already exist" in result.stderr
+    assert "nothing was started" in result.stderr and "log_every: " in result.stderr
+    assert {j: e["attempts"] for j, e in _manifest(root).items()} == \
+        {j: e["attempts"] for j, e in before.items()}
+    assert {p: p.stat().st_size for p in (root / "logs").iterdir()} == logs

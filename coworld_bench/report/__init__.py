@@ -138,8 +138,11 @@ def _build_report(runs_dir: Path, out: Path, seeds, reps, embedding, paper_dir, 
         raise ReportError(f"Unknown embedding {embedding!r}; use tsne or pca.")
     records, problems = load_runs(runs_dir)
     if not records:
+        why = "".join(f"\n  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise ReportError(f"No finished run under {runs_dir} (a run directory holds "
-                          "config.json and an eval.jsonl ending in the final evaluation).")
+                          "config.json and an eval.jsonl ending in the final evaluation)"
+                          + (f"; every run found was left out:{why}{more}" if problems else "."))
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     summary: list[str] = []

@@ -336,10 +336,18 @@ def test_aggregates_are_seeded(report):
     assert aggregate(table, reps=100).to_csv() == aggregate(table, reps=100).to_csv()
 
 
-def test_no_runs_is_a_clear_error(cli, tmp_path):
+def test_no_runs_is_a_clear_error(cli, tmp_path, report):
     result = cli("report", tmp_path, "--out", tmp_path / "out")
     assert result.returncode == 2
     assert "No finished run under" in result.stderr
+    # Runs that are all rejected: each one named with its reason.
+    for broken in ("missing", "corrupt"):
+        shutil.copytree(report[broken], tmp_path / "rejected" / broken / "DC" / "bc" / "seed0")
+    result = cli("report", tmp_path / "rejected", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "every run found was left out" in result.stderr
+    assert "missing/DC/bc/seed0/eval.jsonl is missing" in result.stderr
+    assert "corrupt/DC/bc/seed0/eval.jsonl line" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_of_a_folder_with_a_space_and_a_failed_report_leaves_nothing(report, tmp_path):
