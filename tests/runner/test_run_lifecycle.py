@@ -559,3 +559,78 @@ def test_a_full_disk_then_a_read_only_one_then_space_freed(finished, cli, small_
     assert not stale.exists()
     resumed = json.loads((run_dir(small_disk) / "result.json").read_text())
     assert resumed["final"]["returns"] == reference["final"]["returns"]
+
+
+def _progress(paths):
+    """What the run has written so far (name, size, mtime of its data and run files; not
+    the lock, the config rewritten at each start or TensorBoard's events)."""
+    state = {}
+    for root in paths:
+        for p in root.rglob("*"):
+            if p.is_file() and p.name not in ("run.lock", "config.json", ".collect.lock") \
+                    and "tb" not in p.relative_to(root).parts:
+                st = p.stat()
+                state[str(p)] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def test_fault_injection_kills_at_random_points_resume_to_the_same_data_and_result(
+        finished, tmp_path, own_root):
+    """The smoke run on an empty data root (it makes its dataset, then trains), SIGKILLed
+    again and again: first at random times during the collection, then at a random delay
+    (0-1.5 s) after each new file or write of the training (mid-update, mid-evaluation,
+    mid-checkpoint). After every kill the same command resumes. At the end the dataset
+    equals the uninterrupted one file for file and the run's result, curve and metrics
+    equal the uninterrupted run's."""
+    import random
+
+    out, _ = finished
+    reference = json.loads((run_dir(out) / "result.json").read_text())
+    name = "mw-drawer-close/random-random-2ep-seed0-fast-noaa"
+    root = tmp_path / "data"
+    dataset, run = root / name, run_dir(tmp_path / "runs")
+    env = {**os.environ, "COWORLD_BENCH_DATA": str(root)}
+    command = [sys.executable, "-m", "coworld_bench.cli", *SMOKE, "--out", str(tmp_path / "runs")]
+    rng = random.Random(20261207)
+    kills = {"collection": 0, "training": 0}
+
+    def collected():
+        manifest = dataset / "manifest.json"
+        return manifest.exists() and json.loads(manifest.read_text())["status"] == "complete"
+
+    for attempt in range(60):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env, start_new_session=True)
+        if not collected() and kills["collection"] < 8:
+            phase, deadline = "collection", time.time() + rng.uniform(2.5, 8.0)
+            while time.time() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+        elif kills["collection"] + kills["training"] < 22:
+            phase, before = "training", _progress([run])
+            deadline = time.time() + 300
+            while _progress([run]) == before and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            break
+        if proc.poll() is not None:  # ended before the kill: finished (or failed)
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills[phase] += 1
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert kills["collection"] >= 3 and sum(kills.values()) >= 20, kills
+    whole = json.loads((own_root / name / "manifest.json").read_text())
+    made = json.loads((dataset / "manifest.json").read_text())
+    assert made["status"] == "complete"
+    assert [e["sha256"] for e in made["episodes"]] == [e["sha256"] for e in whole["episodes"]]
+    assert sorted(p.name for p in dataset.iterdir()) == sorted(
+        p.name for p in (own_root / name).iterdir())
+    result = json.loads((run / "result.json").read_text())
+    assert result["final"]["returns"] == reference["final"]["returns"]
+    assert result["eval_curve"] == reference["eval_curve"]
+    metrics = lambda d: [{k: v for k, v in json.loads(line).items() if k != "wall_time"}  # noqa
+                         for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert metrics(run) == metrics(run_dir(out))
+    assert not list(run.rglob("*.tmp")) and not list(dataset.glob(".*.tmp"))
