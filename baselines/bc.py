@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.drqv2 import Actor, linear_schedule, orthogonal_init
-from baselines.nets import DrQEncoder, FrameStack, adam, random_shift
+from baselines.core.drq import Actor, orthogonal_init
+from baselines.core.schedules import linear_schedule
+from baselines.core.optim import optimize
+from baselines.core.nets import DrQEncoder, FrameStack, adam, random_shift
 from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.registry import register
@@ -102,11 +104,8 @@ class BC(Algorithm):
         std = linear_schedule(step, c.std_initial, c.std_final, c.std_decay_updates)
         sampled = self.actor(self.encoder(images), std).sample(c.std_clip, self.generator)
         loss = bc_loss(sampled, actions)
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in self.optimizers.values():
-            opt.step()
+        optimize(self.optimizers, lambda: ({"encoder+actor/bc": loss}, {"encoder+actor/bc": 1.0},
+                                           None))
         return {"bc_loss": loss.detach(), "actor/std": std}
 
     @torch.no_grad()

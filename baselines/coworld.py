@@ -6,12 +6,12 @@ for ``pretrain_env_steps`` environment steps (``pretrain_env_steps / train_every
 updates, SPEC section 7), training alternates rounds of ``target_updates`` target
 steps and ``source_updates`` source steps (both counted in updates), with three
 transfers. Each update is a loss function over named terms, optimised by
-``baselines.dreamer.optimize``; the paper's equations are:
+``baselines.core.optim.optimize``; the paper's equations are:
 
 - Eq. (3), ``CoWorld.target_model_loss``: DreamerV2's world-model loss plus (A).
 - Eq. (4), ``relabel_rewards``; Eq. (5) with Eq. (2), ``CoWorld.source_model_loss``.
 - Eq. (6), ``CoWorld.target_behaviour_loss``: critic with (C) (``minmax_value_loss``).
-- Eqs. (7), (8): DreamerV2's actor loss and lambda-return (``baselines.dreamer``);
+- Eqs. (7), (8): DreamerV2's actor loss and lambda-return (``baselines.core``);
   the paper's rho on dynamics backpropagation is 1 - ``reinforce_weight`` here.
 
 (A) state alignment, target step. The target world model's loss gains
@@ -85,13 +85,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from baselines.dreamer import (
-    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, behaviour_metrics, detach_states, pad_states,
-)
-from baselines.dreamerv2 import (
+from baselines.core.actor_critic import behaviour_metrics
+from baselines.core.agent import DreamerAgent, detach_states, pad_states
+from baselines.core.config import QUICK_MODEL, SMOKE_MODEL
+from baselines.core.online import (
     DreamerV2Config, OnlineLearner, dataset_state_dim, env_state_dim, use_collect_worker,
 )
-from baselines.dv2_finetune import check_pretraining, updates_for_env_steps
+from baselines.core.schedules import check_pretraining, pretraining_lines, updates_for_env_steps
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.errors import ConfigError
@@ -328,7 +328,8 @@ class SourceAgent:
         env = make_env()
         source_config = dataclasses.replace(config, obs=config.source_obs)
         self.agent = DreamerAgent(source_config, action_dim, ctx.device,
-                                      ctx.seed + 1000 * (index + 1), state_dim=state_dim)
+                                      ctx.seed + 1000 * (index + 1), state_dim=state_dim,
+                                      compile_backend=ctx.compile_backend)
         worker = use_collect_worker(config, ctx.device)
         if worker:  # the worker makes its own
             env.close()
@@ -350,6 +351,37 @@ class CoWorld(Algorithm):
     paper = PAPER
 
     @classmethod
+    def schedule_lines(cls, config):
+        sources = max(1, len(config.source_names()))
+        lines = pretraining_lines(config, sources)
+        if config.warmup_updates:
+            lines.append(f"The next {config.warmup_updates} updates warm the target world model "
+                         f"up before co-training ({config.warmup_rounds} rounds of "
+                         f"{config.warmup_target_updates} target world-model updates and "
+                         f"{config.warmup_source_updates} source updates).")
+        return lines
+
+    def timed_steps(self):
+        """The target step and a source update mid-stage (there the relabelled term has
+        weight 1 - eta > 0; at a stage's first step eta = 1 and its backward pass is
+        skipped); the first source's replay is filled first, as pretraining would."""
+        learner = self.sources[0].learner
+        while not learner.ready():
+            learner.collect(self.config.train_every)
+        middle = self.config.source_updates // 2
+        return {"coworld target step": self.target_step,
+                "coworld source step": lambda: self.source_update(middle)}
+
+    def online_step(self):
+        self.timed_steps()  # the replay the update samples
+        middle = self.config.source_updates // 2
+        mode = "worker" if self.sources[0].learner.worker is not None else "in_process"
+        return mode, lambda: self.source_step(middle)
+
+    def sequence_shape(self):
+        return self.config.batch_size, self.config.seq_len
+
+    @classmethod
     def resolve(cls, config, source, target):
         return resolve_schedule(config, target)
 
@@ -364,7 +396,7 @@ class CoWorld(Algorithm):
         self.sources = [SourceAgent(t, config, ctx, self.action_dim, i, state_dim)
                         for i, t in enumerate(tasks)]
         self.target = DreamerAgent(config, self.action_dim, ctx.device, ctx.seed,
-                                       state_dim=state_dim)
+                                       state_dim=state_dim, compile_backend=ctx.compile_backend)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
         self.frame_embeddings = [

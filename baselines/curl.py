@@ -84,14 +84,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.nets import DrQEncoder, FrameStack, adam, mlp, soft_update
+from baselines.core.optim import optimize
+from baselines.core.nets import DrQEncoder, FrameStack, adam, mlp, soft_update
 from coworld_bench.algorithm import Algorithm, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.errors import ConfigError
@@ -246,32 +247,6 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor,
     return (log_alpha.exp() * (-log_prob - target_entropy).detach()).mean()
 
 
-Losses = dict[str, torch.Tensor]
-LossFn = Callable[..., tuple[Losses, dict[str, float], Losses]]
-
-
-def optimize(optimizers: dict[str, torch.optim.Optimizer], loss_fn: LossFn, *args
-             ) -> dict[str, torch.Tensor]:
-    """One step: ``loss_fn(*args) -> (losses, scales, metrics)``; a term ``part/name``
-    trains ``optimizers[part]``; every term needs a scale and every scale its term.
-    Backward of sum_k scales[k] * losses[k], then a step of each part trained. Returns
-    the terms and metrics, detached."""
-    losses, scales, metrics = loss_fn(*args)
-    if losses.keys() != scales.keys():
-        raise ValueError(f"Loss terms {sorted(losses)} and scales {sorted(scales)} differ.")
-    parts = sorted({key.split("/")[0] for key in losses})
-    for key, value in losses.items():
-        if value.dim() or value.dtype != torch.float32:
-            raise TypeError(f"Loss term {key} must be a float32 scalar, got {value.dtype} "
-                            f"{tuple(value.shape)}.")
-    for part in parts:
-        optimizers[part].zero_grad(set_to_none=True)
-    sum(scales[k] * v for k, v in losses.items()).backward()
-    for part in parts:
-        optimizers[part].step()
-    return {k: v.detach() for k, v in {**losses, **metrics}.items()}
-
-
 # The algorithm -----------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -401,15 +376,20 @@ class CURL(Algorithm):
 
     def train_step(self, step: int) -> dict[str, float]:
         c, batch = self.config, self.batch()
-        metrics = optimize(self.optimizers, self.critic_losses, batch)
+        metrics = self.update(self.critic_losses, batch)
         if step % c.actor_update_every == 0:
-            metrics.update(optimize(self.optimizers, self.actor_losses, batch))
+            metrics.update(self.update(self.actor_losses, batch))
         if step % c.target_update_every == 0:
             soft_update(self.critic.q1, self.critic_target.q1, c.critic_tau)
             soft_update(self.critic.q2, self.critic_target.q2, c.critic_tau)
             soft_update(self.critic.encoder, self.critic_target.encoder, c.encoder_tau)
-        metrics.update(optimize(self.optimizers, self.contrastive_losses, batch))
+        metrics.update(self.update(self.contrastive_losses, batch))
         return metrics  # detached tensors, read at the logging step
+
+    def update(self, loss_fn, batch) -> dict[str, torch.Tensor]:
+        """One step of ``loss_fn``'s parts (``optimize``); its terms and metrics, detached."""
+        metrics, aux = optimize(self.optimizers, loss_fn, batch)
+        return {**metrics, **{k: v.detach() for k, v in aux.items()}}
 
     def critic_losses(self, batch):
         """Soft TD loss of both Q heads; trains the encoder and the heads."""

@@ -17,7 +17,7 @@ What is d3rlpy's and what is ours:
 - Observations are k stacked 64x64 RGB frames, (3k, 64, 64) uint8, scaled by d3rlpy's
   pixel observation scaler (x / 255). Actions are not scaled: data actions already
   lie in [-1, 1], d3rlpy's squashed policies output that range.
-- Evaluation: ``policy`` stacks frames with ``baselines.nets.FrameStack`` and takes
+- Evaluation: ``policy`` stacks frames with ``baselines.core.nets.FrameStack`` and takes
   ``algo.predict`` (d3rlpy's greedy action: the tanh of the policy mean), also when
   asked for a stochastic action. ``value`` is ``algo.predict_value`` of the stacked
   observation and that action: the mean over d3rlpy's critic ensemble (BC has none).
@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from baselines.nets import FrameStack
+from baselines.core.nets import FrameStack
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.data.d3rlpy_adapter import import_d3rlpy, to_replay_buffer, transition_batch

@@ -16,28 +16,20 @@ updates) + 600k updates.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
-from baselines.dreamer import QUICK_MODEL, SMOKE_MODEL, DreamerAgent
-from baselines.dreamerv2 import DreamerV2Config, OnlineLearner, dataset_state_dim, env_state_dim
+from baselines.core.schedules import (
+    PAPER_PRETRAINING, PAPER_TARGET_UPDATES, check_pretraining, pretraining_lines,
+    updates_for_env_steps,
+)
+from baselines.core.agent import DreamerAgent
+from baselines.core.config import QUICK_MODEL, SMOKE_MODEL
+from baselines.core.online import DreamerV2Config, OnlineLearner, dataset_state_dim, env_state_dim
 from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
-from coworld_bench.errors import ConfigError
 from coworld_bench.registry import register
 from coworld_bench.seeding import RandomStates
 
-# The paper's offline target updates after pretraining, by the target's suite.
-PAPER_TARGET_UPDATES = {"metaworld": 300_000, "robodesk": 300_000, "dmc": 600_000}
-# The paper's source pretraining, in environment steps (SPEC section 7).
-PAPER_PRETRAINING = {"metaworld": dict(pretrain_env_steps=160_000),
-                     "robodesk": dict(pretrain_env_steps=160_000),
-                     "dmc": dict(pretrain_env_steps=600_000)}
-
-
-def updates_for_env_steps(env_steps: int, train_every: int) -> int:
-    """Updates of an online learner that takes ``train_every`` env steps per update."""
-    return math.ceil(env_steps / train_every)
 
 
 @dataclasses.dataclass
@@ -67,14 +59,6 @@ class FinetuneConfig(DreamerV2Config):
         return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
 
 
-def check_pretraining(config, sources: int = 1):
-    """The pretraining must leave updates for the offline phase."""
-    if sources * config.pretrain_updates >= config.train_steps:
-        raise ConfigError(f"pretrain_env_steps={config.pretrain_env_steps} is "
-                          f"{sources * config.pretrain_updates} updates, not fewer than "
-                          f"train_steps={config.train_steps}: raise train_steps or lower "
-                          "pretrain_env_steps.")
-    return config
 
 
 SMOKE = dict(SMOKE_MODEL, prefill=60, train_every=5, pretrain_env_steps=50, train_steps=20)
@@ -96,6 +80,13 @@ class DV2Finetune(Algorithm):
     paper = PAPER_PRETRAINING
 
     @classmethod
+    def schedule_lines(cls, config):
+        return pretraining_lines(config)
+
+    def sequence_shape(self):
+        return self.config.batch_size, self.config.seq_len
+
+    @classmethod
     def resolve(cls, config, source, target):
         if config.train_steps is None:
             config.train_steps = config.pretrain_updates + PAPER_TARGET_UPDATES[target.suite]
@@ -107,7 +98,7 @@ class DV2Finetune(Algorithm):
         if config.obs == "state":  # one encoder for both tasks' states: the longer one's
             state_dim = max(dataset_state_dim(ctx), env_state_dim(ctx.make_source_env))
         self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed,
-                                      state_dim=state_dim)
+                                      state_dim=state_dim, compile_backend=ctx.compile_backend)
         self.learner = OnlineLearner(self.agent, ctx.make_source_env,
                                      ctx.artifacts.path("source_replay"), ctx.seed, config)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,

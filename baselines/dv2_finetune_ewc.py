@@ -20,10 +20,9 @@ from typing import ClassVar
 
 import torch
 
-from baselines.dreamer import (
-    DreamerAgent, behaviour_metrics, detach_states, diagonal_fisher, ewc_penalty, flatten_states,
-    vmap_diagonal_fisher,
-)
+from baselines.core.actor_critic import behaviour_metrics
+from baselines.core.agent import DreamerAgent, detach_states, flatten_states
+from baselines.core.losses import diagonal_fisher, ewc_penalty, vmap_diagonal_fisher
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
 from coworld_bench.algorithm import Range
 from coworld_bench.registry import register

@@ -2,7 +2,7 @@
 
 World model: a Gaussian-latent RSSM (stoch 64, deter 256) with K = 7 prior heads
 sharing one recurrent core, a conv encoder, an image decoder and a reward head
-(``baselines/dreamer.py``'s ``WorldModel``), trained on dataset sequences for
+(``baselines/core/world_model.py``'s ``WorldModel``), trained on dataset sequences for
 ``model_updates`` with one random prior head per time step, then frozen. Its loss is
 the reference's: -log p(image) - log p(reward) + KL(posterior || prior), no free nats.
 
@@ -78,13 +78,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.dreamer import (
-    DreamerConfig, Optimizer, WorldModel, detach_states, flatten_states, optimize,
-    pad_actions, precision, to_torch,
+from baselines.core.agent import detach_states, flatten_states, pad_actions, to_torch
+from baselines.core.config import DreamerConfig
+from baselines.core.optim import Optimizer, optimize, precision
+from baselines.core.world_model import WorldModel
+from baselines.core.online import OnlineLearner
+from baselines.core.nets import mlp, soft_update
+from baselines.core.schedules import (
+    PAPER_PRETRAINING, check_pretraining, pretraining_lines, updates_for_env_steps,
 )
-from baselines.dreamerv2 import OnlineLearner
-from baselines.dv2_finetune import PAPER_PRETRAINING, check_pretraining, updates_for_env_steps
-from baselines.nets import mlp, soft_update
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext, TrainConfig
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
@@ -294,7 +296,7 @@ class LOMPOConfig(TrainConfig):
 class LOMPOAgent(nn.Module):
     """World model, deterministic actor, twin critics with targets, and their
     optimisers (parts ``model``, ``actor``, ``critic``), all updated through
-    ``baselines.dreamer.optimize``."""
+    ``baselines.core.optim.optimize``."""
 
     def __init__(self, cfg: LOMPOConfig, action_dim: int, device, seed: int):
         super().__init__()
@@ -365,9 +367,9 @@ class LOMPOAgent(nn.Module):
     def train_model(self, batch: dict) -> tuple[dict, dict]:
         """One world-model update, each time step's prior from a random head; returns
         the (detached) posterior and the metrics."""
-        metrics, aux = optimize({"model": self.optimizers["model"]}, self.model_cfg,
-                                self.device, self.model_loss, batch,
-                                self.draw_heads(batch["action"].shape[1]))
+        metrics, aux = optimize({"model": self.optimizers["model"]}, self.model_loss, batch,
+                                self.draw_heads(batch["action"].shape[1]),
+                                precision=precision(self.model_cfg, self.device))
         return detach_states(aux["post"]), metrics
 
     @torch.no_grad()
@@ -433,8 +435,8 @@ class LOMPOAgent(nn.Module):
         n = self.cfg.agent_batch_size
         batch = mixed_batch(real.sample(n, self.generator), imagined.sample(n, self.generator))
         metrics, aux = optimize({"actor": self.optimizers["actor"],
-                                 "critic": self.optimizers["critic"]}, self.model_cfg,
-                                self.device, self.agent_loss, batch)
+                                 "critic": self.optimizers["critic"]}, self.agent_loss, batch,
+                                precision=precision(self.model_cfg, self.device))
         soft_update(self.q1, self.target_q1, self.cfg.tau)
         soft_update(self.q2, self.target_q2, self.cfg.tau)
         return {**metrics, "critic/q1_mean": aux["q1"], "critic/q2_mean": aux["q2"],
@@ -488,7 +490,7 @@ class LOMPOAgent(nn.Module):
 SMOKE = dict(stoch=4, deter=32, hidden=32, cnn_depth=4, units=32, ensemble=3, batch_size=4,
              seq_len=8, agent_batch_size=8, model_updates=10, train_steps=20,
              latent_prefill=100, refresh_every=5, eval_every=0)
-# The quick size uses LayerNorm, as the other model-based baselines' (baselines/dreamer.py).
+# The quick size uses LayerNorm, as the other model-based baselines' (baselines/core).
 QUICK = dict(stoch=32, deter=128, hidden=128, cnn_depth=16, units=128, batch_size=16,
              seq_len=32, agent_batch_size=64, model_updates=1_000, train_steps=2_000,
              latent_prefill=5_000, refresh_every=50, layer_norm=True)
@@ -503,6 +505,9 @@ class LOMPO(Algorithm):
     family = "model-based"
     has_value = True
     presets = {"smoke": SMOKE, "quick": QUICK}
+
+    def sequence_shape(self):
+        return self.config.batch_size, self.config.seq_len
 
     def __init__(self, config: LOMPOConfig, ctx: RunContext):
         super().__init__(config, ctx)
@@ -649,6 +654,10 @@ class LOMPOFinetune(LOMPO):
         "quick": dict(QUICK, prefill=2_500, train_every=5, pretrain_env_steps=10_000,
                       train_steps=4_000),
     }
+
+    @classmethod
+    def schedule_lines(cls, config):
+        return pretraining_lines(config)
 
     @classmethod
     def resolve(cls, config, source, target):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from baselines.dreamer import ActorCritic, behaviour_metrics, detach_states
+from baselines.core.actor_critic import ActorCritic, behaviour_metrics
+from baselines.core.agent import detach_states
 from baselines.dv2_finetune import DV2Finetune, FinetuneConfig
 from coworld_bench.algorithm import RunContext
 from coworld_bench.registry import register
@@ -20,7 +21,8 @@ from coworld_bench.registry import register
 @dataclasses.dataclass
 class MultiTaskConfig(FinetuneConfig):
     """Multi-Task DV2. ``pretrain_env_steps``: source-only environment steps before the
-    joint phase (0 = the paper schedule's pretraining, as for DV2 Finetune)."""
+    joint phase (unset: the paper's pretraining for the target's suite, as for DV2
+    Finetune)."""
 
 
 @register("multitask-dv2")

@@ -23,11 +23,11 @@ from typing import ClassVar
 
 import torch
 
-from baselines.dreamer import (
-    QUICK_MODEL, SMOKE_MODEL, DreamerAgent, DreamerConfig, behaviour_metrics,
-    ensemble_disagreement,
-)
-from baselines.dreamerv2 import dataset_state_dim
+from baselines.core.actor_critic import behaviour_metrics
+from baselines.core.agent import DreamerAgent
+from baselines.core.config import QUICK_MODEL, SMOKE_MODEL, DreamerConfig
+from baselines.core.losses import ensemble_disagreement
+from baselines.core.online import dataset_state_dim
 from coworld_bench.algorithm import Algorithm, Range, RunContext
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
@@ -84,10 +84,18 @@ class OfflineDV2(Algorithm):
         "quick": dict(QUICK_MODEL, horizon=5, model_updates=1_000, train_steps=2_000),
     }
 
+    def timed_steps(self):
+        step = self.config.model_updates  # the behaviour phase, the longer one
+        return {"offline-dv2 behaviour step": lambda: self.train_step(step)}
+
+    def sequence_shape(self):
+        return self.config.batch_size, self.config.seq_len
+
     def __init__(self, config: OfflineDV2Config, ctx: RunContext):
         super().__init__(config, ctx)
         state_dim = dataset_state_dim(ctx) if config.obs == "state" else None
-        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed, state_dim=state_dim)
+        self.agent = DreamerAgent(config, ctx.action_dim, ctx.device, ctx.seed, state_dim=state_dim,
+                                  compile_backend=ctx.compile_backend)
         self.sampler = SequenceSampler(ctx.dataset, config.batch_size, config.seq_len,
                                        seed=ctx.seed)
         self.generator = torch.Generator().manual_seed(ctx.seed)

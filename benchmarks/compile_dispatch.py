@@ -38,9 +38,9 @@ def main() -> None:
         algo, _, _ = bench.build("coworld", args.config, Path(tmp) / "data", Path(tmp) / "runs",
                                  "cpu", args.compile)
         torch.set_num_threads(args.threads)
-        middle = algo.config.source_updates // 2
-        steps = {"target step": algo.target_step,
-                 "source step": lambda: algo.source_update(middle)}
+        timed = algo.timed_steps()  # CoWorld's target step and a source update
+        steps = {"target step": timed["coworld target step"],
+                 "source step": timed["coworld source step"]}
         for name, fn in steps.items():
             start = time.perf_counter()
             fn()

@@ -55,6 +55,7 @@ def main() -> None:
                     else contextlib.nullcontext())
         rows = []
         with autocast:
+            algo.timed_steps()  # fills the source replay, as bench does
             for name, fn in (("target step", algo.target_step), ("encoder + decoder", convs)):
                 torch.manual_seed(0)
                 fn()  # warm-up

@@ -31,7 +31,8 @@ from coworld_bench.evaluation import random_action_returns
 def speed(args):
     import torch
 
-    from baselines.dreamer import QUICK_MODEL, DreamerAgent, DreamerConfig
+    from baselines.core.agent import DreamerAgent
+    from baselines.core.config import QUICK_MODEL, DreamerConfig
     from coworld_bench.data import CollectConfig, Dataset, SequenceSampler, collect
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -32,11 +32,11 @@ def child(config: str, steps: int) -> dict:
         # environment variable turns it off.
         algo, _, _ = bench.build("coworld", config, Path(tmp) / "data", Path(tmp) / "runs",
                                  "cpu", "off")
-        middle = algo.config.source_updates // 2
+        steps = algo.timed_steps()  # CoWorld's target step and a source update
         torch.manual_seed(0)
         result = {"keep_freed_memory": os.environ.get(host.ENV, "1") != "0", "metrics": {}}
-        for name, fn in (("target step", algo.target_step),
-                         ("source step", lambda: algo.source_update(middle))):
+        for name, fn in (("target step", steps["coworld target step"]),
+                         ("source step", steps["coworld source step"])):
             result["metrics"].update({f"{name}/{k}": float(v) for k, v in fn().items()})
             before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             for _ in range(steps):

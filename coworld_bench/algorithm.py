@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -93,9 +94,26 @@ def setting_checks(config_cls: type) -> dict[str, Range | Choice]:
 _ATTR = re.compile(r"^\s{2,}([a-z_][a-z0-9_, ]*):\s*(.*)$")
 
 
+def check_config_class(config_cls: type, owner: str) -> None:
+    """A config class's help and checks speak of its fields only: every ``checks`` key
+    and every name its docstrings document is a field (a renamed field whose check or
+    help was left behind is an error when the algorithm is registered, at import)."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    stray = sorted(set(setting_checks(config_cls)) - fields)
+    if stray:
+        raise TypeError(f"{owner}: checks of {', '.join(stray)}, which "
+                        f"{config_cls.__name__} has no field of.")
+    stray = sorted(set(field_docs(config_cls)) - fields)
+    if stray:
+        raise TypeError(f"{owner}: {config_cls.__name__}'s docstring documents "
+                        f"{', '.join(stray)}, which are not its fields.")
+
+
+@functools.lru_cache(maxsize=None)
 def field_docs(config_cls: type) -> dict[str, str]:
     """One-line meaning of each field, from the "Attributes:" sections of the config
-    class's docstrings along its bases (``a, b: text`` documents both)."""
+    class's docstrings along its bases (``a, b: text`` documents both); parsed once
+    per class."""
     docs: dict[str, str] = {}
     for klass in reversed(config_cls.__mro__):
         text = klass.__dict__.get("__doc__") or ""
@@ -258,20 +276,6 @@ BASE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-_COMPILE_BACKEND: list[str | None] = [None]
-
-
-def compile_backend() -> str | None:
-    """The torch.compile backend this run asks algorithms to compile their hot loops
-    with (``run --compile``: default "inductor" on CUDA, none on a CPU), or None."""
-    return _COMPILE_BACKEND[0]
-
-
-def set_compile_backend(backend: str | None) -> None:
-    """Set by the runner before it builds the algorithm."""
-    _COMPILE_BACKEND[0] = backend or None
-
-
 _EAGER = [False]
 
 
@@ -310,11 +314,12 @@ class RunContext:
       device: torch device.
       seed: the run's seed.
       make_target_env: makes a fresh target env (online algorithms, needs_target_env).
-      work_dir: a directory of the run's own (e.g. an online replay that must survive
-        a restart); it is part of the run directory.
       make_env: ``make_env(task, **options)`` makes any benchmark task with the run's
         online settings (render mode, action dim), e.g. several sources.
       artifacts: writes the algorithm's own run files (``work/``) atomically.
+      compile_backend: the torch.compile backend the run asks the algorithm to compile
+        its hot loops with (``run --compile``: default "inductor" on CUDA, none on a
+        CPU), or None.
     """
 
     target: TaskSpec
@@ -327,9 +332,9 @@ class RunContext:
     device: Any
     seed: int
     make_target_env: Callable[[], Any] | None = None
-    work_dir: Any = None
     make_env: Callable[..., Any] | None = None
     artifacts: Any = None
+    compile_backend: str | None = None
 
 
 class Algorithm:
@@ -426,6 +431,31 @@ class Algorithm:
         """Settings derived from others and the tasks (e.g. a schedule's length);
         raises ConfigError for inconsistent combinations."""
         return config
+
+    @classmethod
+    def schedule_lines(cls, config: TrainConfig) -> list[str]:
+        """What the run's updates are made of, beyond plain updates, one sentence per
+        phase (online pretraining in env steps, a warm-up): printed under the run's
+        wall-time estimate. Default: nothing to add."""
+        return []
+
+    def timed_steps(self) -> dict[str, Callable[[], Any]]:
+        """The updates ``coworld-bench bench`` times, by name, each a callable doing
+        exactly one (an algorithm with several kinds of update names each, at a step
+        typical of the run). Called once the algorithm is built; may first prepare what
+        the updates need (e.g. fill an online replay). Default: one ``train_step``."""
+        return {f"{self.name} step": lambda: self.train_step(10 ** 6)}
+
+    def online_step(self) -> tuple[str, Callable[[], Any]] | None:
+        """One update with the environment steps that come with it, and where the
+        simulator runs ("worker" or "in_process"), for the algorithms that act online
+        while they train (``bench`` times it both ways); None otherwise."""
+        return None
+
+    def sequence_shape(self) -> tuple[int, int] | None:
+        """(batch, sequence length) of the target sequences it samples, for ``bench``'s
+        sampler rate; None for an algorithm that samples transitions."""
+        return None
 
     def initial_state(self) -> Any:
         """Policy state at the start of an episode (recurrent state, frame stack...)."""

@@ -31,7 +31,6 @@ writes every figure.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import resource
@@ -45,7 +44,6 @@ from typing import Any, Callable
 # batch the issue measured: what "authors" builds for the DreamerV2 family.
 AUTHORS_MODEL = dict(latent="continuous", stoch=50, deter=200, hidden=200, mlp_units=400,
                      mlp_layers=4, cnn_depth=32, horizon=15, batch_size=16, seq_len=50)
-CONFIGS = ("smoke", "quick", "authors", "paper")
 FAMILIES = ("coworld", "offline-dv2", "drq-bc")
 # Operators that make the host wait for the device (on a GPU; counted on any device).
 SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal",
@@ -196,43 +194,19 @@ def build(algo: str, config: str, data_root: Path, out: Path, device: str,
     preset, overrides = overrides_for(algo, config)
     overrides.update(dataset_quality="random", dataset_behaviour="random", dataset_episodes=2,
                      fast_render=True, **(extra or {}))
-    task = dict(pair="BP-DC") if algo == "coworld" else dict(target="DC")
-    previous = os.environ.get("COWORLD_BENCH_DATA")
-    os.environ["COWORLD_BENCH_DATA"] = str(data_root)
-    try:
-        run = prepare(RunRequest(algo=algo, preset=preset, overrides=overrides, device=device,
-                                 out=str(out), progress=False, yes=True, compile=compile,
-                                 **task))
-    finally:
-        if previous is None:
-            os.environ.pop("COWORLD_BENCH_DATA", None)
-        else:
-            os.environ["COWORLD_BENCH_DATA"] = previous
+    from coworld_bench import registry
+
+    task = dict(pair="BP-DC") if registry.get(algo).needs_source else dict(target="DC")
+    run = prepare(RunRequest(algo=algo, preset=preset, overrides=overrides, device=device,
+                             out=str(out), progress=False, yes=True, compile=compile,
+                             data_root=str(data_root), **task))
     if run.collect_config is not None:
         from coworld_bench.data import collect
 
         collect(run.collect_config, run.dataset_directory, progress=False)
     run.dir.mkdir(parents=True, exist_ok=True)
     algorithm, eval_env = run.build(Dataset(run.dataset_directory))
-    if algo == "coworld":
-        learner = algorithm.sources[0].learner
-        while not learner.ready():
-            learner.collect(algorithm.config.train_every)
     return algorithm, eval_env, run
-
-
-def updates_of(algo: str, algorithm) -> dict[str, Callable[[], Any]]:
-    """The update(s) of a family, each a callable doing exactly one."""
-    if algo == "coworld":
-        # Mid-stage: the relabelled term has weight 1 - eta > 0 (at a stage's first
-        # step eta = 1 and that term's backward pass is skipped).
-        middle = algorithm.config.source_updates // 2
-        return {"coworld target step": algorithm.target_step,
-                "coworld source step": lambda: algorithm.source_update(middle)}
-    if algo == "offline-dv2":
-        step = algorithm.config.model_updates  # the behaviour phase, the longer one
-        return {"offline-dv2 behaviour step": lambda: algorithm.train_step(step)}
-    return {f"{algo} step": lambda: algorithm.train_step(10 ** 6)}
 
 
 def measure_update(name: str, fn: Callable[[], Any], updates: int, device) -> dict[str, Any]:
@@ -246,26 +220,23 @@ def measure_update(name: str, fn: Callable[[], Any], updates: int, device) -> di
             "host_syncs": counts.syncs, "sync_ops": counts.sync_ops}
 
 
-def source_step_with_collection(algorithm, config: str, data_root: Path, out: Path,
-                                device: str, updates: int, dev,
+def source_step_with_collection(algo: str, algorithm, config: str, data_root: Path,
+                                out: Path, device: str, updates: int, dev,
                                 compile: str = "auto") -> dict[str, Any]:
     """Seconds of CoWorld's whole source step (update + ``train_every`` simulator steps)
     with the simulator in this process and in the collection worker (beside the
     update): ``algorithm`` as built, and a second build with the other setting."""
-    def seconds(algo) -> float:
-        middle = algo.config.source_updates // 2
-        algo.source_step(middle)  # warm-up
-        return timed(lambda: algo.source_step(middle), updates, dev)
+    def seconds(step) -> float:
+        step()  # warm-up
+        return timed(step, updates, dev)
 
-    def mode(algo) -> str:
-        return "worker" if algo.sources[0].learner.worker is not None else "in_process"
-
-    row = {"env_steps": algorithm.config.train_every,
-           f"seconds_{mode(algorithm)}": seconds(algorithm)}
-    other, _, _ = build("coworld", config, data_root, out / "collect", device, compile,
-                        extra={"collect_worker": "off" if mode(algorithm) == "worker" else "on"})
+    mode, step = algorithm.online_step()
+    row = {"env_steps": algorithm.config.train_every, f"seconds_{mode}": seconds(step)}
+    other, _, _ = build(algo, config, data_root, out / "collect", device, compile,
+                        extra={"collect_worker": "off" if mode == "worker" else "on"})
     try:
-        row[f"seconds_{mode(other)}"] = seconds(other)
+        other_mode, other_step = other.online_step()
+        row[f"seconds_{other_mode}"] = seconds(other_step)
     finally:
         other.close()
     return row
@@ -301,12 +272,11 @@ def run_bench(algos: list[str], config: str, updates: int | None = None,
               log: Callable[[str], None] = print, compile: str = "auto") -> dict[str, Any]:
     import torch
 
-    from coworld_bench.algorithm import compile_backend
     from coworld_bench.data import Dataset
     from coworld_bench.evaluation import evaluate
-    from coworld_bench.runner import _device
+    from coworld_bench.runner import resolve_device
 
-    dev = _device(device)
+    dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)
     updates = updates or (3 if config == "quick" else 2)
@@ -321,29 +291,27 @@ def run_bench(algos: list[str], config: str, updates: int | None = None,
         for algo in algos:
             log(f"  building {algo} ...")
             algorithm, eval_env, run = build(algo, config, data_root, out, device, compile)
-            for name, fn in updates_of(algo, algorithm).items():
+            for name, fn in algorithm.timed_steps().items():
                 torch.manual_seed(0)
                 row = measure_update(name, fn, updates, dev)
                 row["peak_gflops_fraction"] = row["gflops_per_s"] / result["matmul_gflops_per_s"]
-                row["compile"] = compile_backend() or "off"
+                row["compile"] = algorithm.ctx.compile_backend or "off"
                 result["updates"].append(row)
                 log(f"  {name}: {row['seconds']:.3f} s/update")
             if algo == algos[0]:
                 dataset = Dataset(run.dataset_directory)
-                cfg = algorithm.config
-                batch = getattr(cfg, "batch_size", 16)
-                length = getattr(cfg, "seq_len", 50)
+                batch, length = algorithm.sequence_shape() or (16, 50)
                 result["sampler"] = {"batch": batch, "length": length,
                                      "sequences_per_s": sampler_rate(dataset, batch, length)}
                 ev = evaluate(algorithm, eval_env, 1, seed=0, eval_index=1)
                 result["evaluation"] = {"algo": algo, "task": "DC",
                                         "seconds_per_episode": ev["seconds_per_episode"]}
                 log(f"  evaluation: {ev['seconds_per_episode']:.1f} s/episode")
-            if algo == "coworld":
-                log("  coworld source step with its simulator steps, in process and in a "
+            if algorithm.online_step() is not None:
+                log(f"  {algo} source step with its simulator steps, in process and in a "
                     "worker ...")
                 result["source_collection"] = source_step_with_collection(
-                    algorithm, config, data_root, out, device, updates, dev, compile)
+                    algo, algorithm, config, data_root, out, device, updates, dev, compile)
             algorithm.close()
             del algorithm
         log("  collection ...")

@@ -13,14 +13,7 @@ import numpy as np
 
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.errors import UserError
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
-    lines += [fmt.format(*map(str, r)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+from coworld_bench.textual import table as _table
 
 
 def list_tasks() -> str:

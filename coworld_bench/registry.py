@@ -41,6 +41,9 @@ def register(name: str):
                 existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"Algorithm name {name!r} is taken by {existing.__module__}."
                              f"{existing.__qualname__}.")
+        from coworld_bench.algorithm import check_config_class
+
+        check_config_class(cls.Config, name)
         cls.name = name
         _REGISTRY[name] = cls
         return cls

@@ -38,15 +38,16 @@ import numpy as np
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.algorithm import PRESETS, RunContext, TrainConfig
 from coworld_bench.artifacts import Artifacts
-from coworld_bench.data.format import atomic_write_bytes, atomic_write_json
 from coworld_bench.envs.base import EnvOptions
 from coworld_bench.errors import UserError
 from coworld_bench.evaluation import evaluate
+from coworld_bench.rundir import (  # noqa: F401 - re-exported: the run directory's format
+    CHECKPOINT_DIR, CHECKPOINTS, CONFIG_FILE, EVAL_FILE, LOCK_FILE, METRICS_FILE, RESULT_FILE,
+    TB_DIR, VALUE_TRACE_FILE, WORK_DIR, RunError, atomic_write_bytes, atomic_write_json,
+    parse_overrides, read_run_config,
+)
 
 __all__ = ["RunRequest", "Run", "prepare", "parse_overrides", "RunError", "read_run_config"]
-
-LOCK_FILE = "run.lock"
-CHECKPOINTS = ("latest.pt", "previous.pt")  # newest first
 
 VERSIONED = ("coworld-bench", "torch", "numpy", "gymnasium", "mujoco", "metaworld", "dm_control",
              "robodesk")
@@ -59,22 +60,6 @@ def make_env(task: str, *, seed: int, defaults: dict, **options):
     from coworld_bench import envs
 
     return envs.make(task, seed=seed, **{**defaults, **options})
-
-class RunError(UserError):
-    """A run that cannot start as asked; the message says why and what to do."""
-
-
-def read_run_config(path: Path, fix: str) -> dict[str, Any]:
-    """A run's config.json; a corrupt one is an error naming the file and ``fix``."""
-    try:
-        config = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path} is corrupt ({e}); it records the run's identity, so the run "
-                       f"cannot be used as it is: {fix}.") from None
-    if not isinstance(config, dict):
-        raise RunError(f"{path} is not a run config (a JSON object); {fix}.")
-    return config
-
 
 def window_means(window: dict[str, list]) -> dict[str, float]:
     """Means of the scalars logged since the last record: tensors (left on their device
@@ -147,18 +132,9 @@ class RunRequest:
     # torch.compile backend for the algorithms' hot loops: "auto" (inductor on CUDA, none
     # on a CPU), "off", or a backend name (inductor, aot_eager, ...).
     compile: str = "auto"
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    """``["lr=3e-4", "augment_pad=0"]`` -> ``{"lr": "3e-4", ...}``: the text of each
-    value, parsed later by the declared type of the algorithm's field."""
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RunError(f"--set expects key=value, got {item!r}.")
-        out[key.strip()] = value
-    return out
+    # Where datasets and the random-action cache live (None: $COWORLD_BENCH_DATA, else
+    # the user's cache folder).
+    data_root: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -181,7 +157,7 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def _device(name: str):
+def resolve_device(name: str):
     import torch
 
     if name == "auto":
@@ -211,7 +187,10 @@ def _format_hours(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec) -> Path:
+def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec, root: str | Path | None = None
+                ) -> Path:
+    """The target dataset's folder: ``dataset_dir`` if set, else a folder named by its
+    settings under ``root`` (default: the data root, ``$COWORLD_BENCH_DATA``)."""
     from coworld_bench.data import default_root
 
     if config.dataset_dir:
@@ -222,7 +201,7 @@ def dataset_dir(config: TrainConfig, target: tasks_lib.TaskSpec) -> Path:
     behaviour = config.dataset_behaviour + ("-r2" if config.dataset_behaviour == "scripted" else "")
     name = (f"{config.dataset_quality}-{behaviour}-{config.dataset_episodes}ep-"
             f"seed{config.dataset_seed}{render}")
-    return default_root() / target.id / name
+    return (Path(root) if root else default_root()) / target.id / name
 
 
 def _collect_config(config: TrainConfig, target: tasks_lib.TaskSpec):
@@ -318,7 +297,7 @@ def prepare(request: RunRequest) -> "Run":
         run_name = next(c for c in target.codes if c.isalnum())
         action_dim = target.action_dim
     config = algo_cls.for_tasks(config, source, target)
-    directory = dataset_dir(config, target) if algo_cls.needs_dataset else None
+    directory = dataset_dir(config, target, request.data_root) if algo_cls.needs_dataset else None
     collect_config = None
     complete = False
     if directory is not None and (directory / "manifest.json").exists():
@@ -341,7 +320,7 @@ def prepare(request: RunRequest) -> "Run":
                            f"--set dataset_dir=PATH).") from None
         except ValueError as e:
             raise RunError(f"The target dataset this preset needs cannot be made: {e}") from None
-    device = _device(request.device)
+    device = resolve_device(request.device)
     run_dir = Path(request.out) / run_name / algo_cls.name / f"seed{request.seed}"
     run = Run(request, algo_cls, config, source, target, action_dim, run_dir, directory,
               collect_config, device)
@@ -407,7 +386,7 @@ class Run:
 
     def _check_existing(self) -> str:
         """'new', 'resume' or 'finished'; refuses a different config."""
-        path = self.dir / "config.json"
+        path = self.dir / CONFIG_FILE
         if not path.exists():
             return "new"
         on_disk = read_run_config(path, fix="use --force to discard the run and start again")
@@ -430,9 +409,9 @@ class Run:
                 return "new"
             raise RunError(f"{self.dir} holds a run with a different config ({'; '.join(diffs)}). "
                            "Use another --out, or --force to discard it and start again.")
-        if (self.dir / "result.json").exists() and not self.request.force:
+        if (self.dir / RESULT_FILE).exists() and not self.request.force:
             return "finished"
-        has_checkpoint = any((self.dir / "checkpoint" / n).exists() for n in CHECKPOINTS)
+        has_checkpoint = any((self.dir / CHECKPOINT_DIR / n).exists() for n in CHECKPOINTS)
         return "resume" if has_checkpoint and not self.request.force else "new"
 
     # Execution ---------------------------------------------------------------------
@@ -455,7 +434,7 @@ class Run:
 
     def _make_dir(self) -> None:
         try:
-            (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+            (self.dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         except FileExistsError as e:
             raise RunError(f"Cannot create the run directory {self.dir}: {e.filename} is a file, "
                            "not a folder; choose another --out.") from None
@@ -511,7 +490,7 @@ class Run:
             stale.unlink(missing_ok=True)
         state = self._check_existing()
         if state == "finished":
-            result = json.loads((self.dir / "result.json").read_text())
+            result = json.loads((self.dir / RESULT_FILE).read_text())
             random = result.get("random_action")
             beside = (f"; random actions {random['mean']:.1f} ± {random['std']:.1f}"
                       if random else "")
@@ -534,8 +513,8 @@ class Run:
         dataset = Dataset(self.dataset_directory) if self.dataset_directory else None
         if state == "new":
             self._clear_for_restart()
-        (self.dir / "checkpoint").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.dir / "config.json", self.resolved_config())
+        (self.dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.dir / CONFIG_FILE, self.resolved_config())
         algo, eval_env = self.build(dataset)
         try:
             step, elapsed = 0, 0.0
@@ -559,7 +538,7 @@ class Run:
 
         errors = []
         for name in CHECKPOINTS:
-            path = self.dir / "checkpoint" / name
+            path = self.dir / CHECKPOINT_DIR / name
             if not path.exists():
                 continue
             try:
@@ -588,11 +567,8 @@ class Run:
         # Deterministic mode also fills every new tensor with NaN (a check for reads of
         # uninitialised memory): time spent on buffers written whole before they are read.
         torch.utils.deterministic.fill_uninitialized_memory = False
-        from coworld_bench.algorithm import set_compile_backend
-
         backend = {"auto": "inductor" if self.device.type == "cuda" else None,
                    "off": None}.get(self.request.compile, self.request.compile)
-        set_compile_backend(backend)
         if self.device.type == "cpu":
             # Denormal floats (weights and activations decaying towards zero) run many
             # times slower on x86 CPUs; flushed to zero they change nothing that matters.
@@ -620,19 +596,25 @@ class Run:
         ctx = RunContext(target=self.target, source=self.source, action_dim=self.action_dim,
                          image_shape=tuple(image_shape), state_dim=int(state_dim),
                          dataset=dataset, make_source_env=make_source, device=self.device,
-                         seed=seed, make_target_env=make_target, work_dir=self.dir / "work",
+                         seed=seed, make_target_env=make_target,
                          make_env=functools.partial(make_env, seed=seed, defaults=online),
-                         artifacts=Artifacts(self.dir / "work"))
+                         artifacts=Artifacts(self.dir / WORK_DIR), compile_backend=backend)
         algo = self.algo_cls(self.config, ctx)
         return algo, eval_env
+
+    @property
+    def data_root(self) -> Path:
+        from coworld_bench.data import default_root
+
+        return Path(self.request.data_root) if self.request.data_root else default_root()
 
     def evaluate_checkpoint(self, episodes: int | None = None) -> dict[str, Any]:
         """Evaluates the run's latest loadable checkpoint with the protocol (nothing is
         written)."""
         from coworld_bench.data import Dataset
 
-        if not any((self.dir / "checkpoint" / name).exists() for name in CHECKPOINTS):
-            raise RunError(f"{self.dir} has no checkpoint yet ({self.dir / 'checkpoint'}).")
+        if not any((self.dir / CHECKPOINT_DIR / name).exists() for name in CHECKPOINTS):
+            raise RunError(f"{self.dir} has no checkpoint yet ({self.dir / CHECKPOINT_DIR}).")
         dataset = Dataset(self.dataset_directory, checksum=False) if self.dataset_directory else None
         algo, eval_env = self.build(dataset)
         ckpt = self._load_checkpoint()
@@ -649,7 +631,7 @@ class Run:
     @classmethod
     def from_dir(cls, run_dir: str | Path, device: str = "auto") -> "Run":
         """Rebuilds a run from its config.json."""
-        path = Path(run_dir) / "config.json"
+        path = Path(run_dir) / CONFIG_FILE
         if not path.exists():
             raise RunError(f"{run_dir} is not a run directory (no config.json).")
         cfg = read_run_config(path, fix="restore it, or train the run again with --force")
@@ -681,7 +663,7 @@ class Run:
         return options
 
     def _truncate_logs(self, step: int) -> None:
-        for name in ("metrics.jsonl", "eval.jsonl"):
+        for name in (METRICS_FILE, EVAL_FILE):
             path = self.dir / name
             if not path.exists():
                 continue
@@ -720,7 +702,7 @@ class Run:
         # below happens only once the new checkpoint is whole on disk.
         buffer = io.BytesIO()
         torch.save(payload, buffer)
-        folder = self.dir / "checkpoint"
+        folder = self.dir / CHECKPOINT_DIR
         fresh = folder / f".{CHECKPOINTS[0]}.new.tmp"
         try:
             atomic_write_bytes(fresh, lambda f: f.write(buffer.getbuffer()))
@@ -800,17 +782,8 @@ class Run:
         self.estimated_wall_time_s = elapsed + rest
         tqdm.write(f"Estimated wall time on this device ({self.device}): "
                    f"{_format_hours(elapsed + rest)} ({_format_hours(elapsed)} so far; {how}).")
-        pretrain = getattr(cfg, "pretrain_env_steps", 0)
-        if pretrain:  # schedules count updates; online pretraining is given in env steps
-            sources = max(1, len([s for s in getattr(cfg, "sources", "").split(",") if s]))
-            tqdm.write(f"  The first {sources * cfg.pretrain_updates} of the {cfg.train_steps} updates "
-                  f"are online source pretraining ({pretrain} environment steps per source, "
-                  f"{cfg.train_every} per update); the rest are offline updates.")
-        warmup = getattr(cfg, "warmup_updates", 0)
-        if warmup:
-            tqdm.write(f"  The next {warmup} updates warm the target world model up before "
-                  f"co-training ({cfg.warmup_rounds} rounds of {cfg.warmup_target_updates} "
-                  f"target world-model updates and {cfg.warmup_source_updates} source updates).")
+        for line in self.algo_cls.schedule_lines(cfg):
+            tqdm.write(f"  {line}")
 
     def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
         import torch
@@ -822,7 +795,7 @@ class Run:
             print("This is a CPU: the paper preset needs a GPU to finish in days. For a run that "
                   "finishes in minutes, add --preset quick. Timing the first updates for an "
                   "estimate...", flush=True)
-        writer = SummaryWriter(str(self.dir / "tb"), purge_step=step or None)
+        writer = SummaryWriter(str(self.dir / TB_DIR), purge_step=step or None)
         bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)
         window: dict[str, list[float]] = {}
@@ -838,7 +811,7 @@ class Run:
                 return
             update, key, value = bad
             kept = (f"the last good checkpoint, update {last_good} "
-                    f"({self.dir / 'checkpoint' / CHECKPOINTS[0]}), stays the one a re-run "
+                    f"({self.dir / CHECKPOINT_DIR / CHECKPOINTS[0]}), stays the one a re-run "
                     "resumes from" if last_good is not None else
                     "no checkpoint was written")
             raise RunError(
@@ -891,7 +864,7 @@ class Run:
                 if logs:
                     record = {"step": step, **window_means(window),
                               "wall_time": time.perf_counter() - start}
-                    self._append("metrics.jsonl", record)
+                    self._append(METRICS_FILE, record)
                     for k, v in record.items():
                         if k != "step":
                             writer.add_scalar(f"train/{k}", v, step)
@@ -900,7 +873,7 @@ class Run:
                 if evaluates:
                     eval_index += 1
                     result = self._evaluate(algo, eval_env, eval_index, bar)
-                    self._append("eval.jsonl", {"step": step, **result})
+                    self._append(EVAL_FILE, {"step": step, **result})
                     _eval_scalars(writer, result, step)
                 if saves:
                     writer.flush()
@@ -922,19 +895,19 @@ class Run:
         finally:
             self._close_eval_workers()
         trace = final.pop("trace", None)
-        self._append("eval.jsonl", {"step": step, "final": True, **final})
+        self._append(EVAL_FILE, {"step": step, "final": True, **final})
         _eval_scalars(writer, final, step)
         writer.close()
         value_summary = None
         if trace is not None:
-            atomic_write_bytes(self.dir / "value_trace.npz", lambda f: np.savez(f, **trace))
+            atomic_write_bytes(self.dir / VALUE_TRACE_FILE, lambda f: np.savez(f, **trace))
             has_value = bool(np.isfinite(trace["value"]).all())
             error = trace["value"] - trace["discounted_return"]
             value_summary = {"mean_value": float(trace["value"].mean()) if has_value else None,
                              "mean_discounted_return": float(trace["discounted_return"].mean()),
                              "mean_error": float(error.mean()) if has_value else None,
                              "discount": cfg.discount}
-        curve = [json.loads(line) for line in (self.dir / "eval.jsonl").read_text().splitlines()]
+        curve = [json.loads(line) for line in (self.dir / EVAL_FILE).read_text().splitlines()]
         wall_time = time.perf_counter() - start
         random = self._random_baseline(eval_index + 1) if cfg.random_baseline else None
         result = {
@@ -949,7 +922,7 @@ class Run:
             # updates to time): a check of the estimate against the run itself.
             "estimated_wall_time_s": getattr(self, "estimated_wall_time_s", None),
         }
-        atomic_write_json(self.dir / "result.json", result)
+        atomic_write_json(self.dir / RESULT_FILE, result)
         print(f"Finished {self.dir}: return {final['mean']:.1f} ± {final['std']:.1f} over "
               f"{cfg.eval_episodes} episodes (seed {self.request.seed}, evaluation point "
               f"{eval_index + 1}).")
@@ -961,12 +934,11 @@ class Run:
     def _random_baseline(self, eval_index: int) -> dict[str, Any]:
         """The random-action return of the final evaluation's episodes (same task, env
         options and seeds), from the data root's cache when it has it."""
-        from coworld_bench.data import default_root
         from coworld_bench.evaluation import random_action_baseline
 
         return random_action_baseline(self.target.id, self.config.eval_episodes,
                                       self.request.seed, eval_index,
-                                      cache_dir=default_root() / "random-actions",
+                                      cache_dir=self.data_root / "random-actions",
                                       **self._eval_options)
 
 

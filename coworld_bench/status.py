@@ -13,7 +13,10 @@ import fcntl
 import json
 from pathlib import Path
 
-from coworld_bench.runner import LOCK_FILE, RunError, read_run_config
+from coworld_bench.rundir import (
+    CHECKPOINT_DIR, CHECKPOINTS, CONFIG_FILE, EVAL_FILE, LOCK_FILE, METRICS_FILE, RESULT_FILE,
+    RunError, read_records, read_run_config,
+)
 
 __all__ = ["RunState", "run_states", "is_locked"]
 
@@ -45,19 +48,6 @@ def is_locked(run_dir: Path) -> bool:
     return False
 
 
-def _records(path: Path) -> list[dict]:
-    """The complete JSON lines of a log (a line cut by a kill is skipped)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def _bad_evaluation(evals: list[dict]) -> str | None:
     """Why the evaluation log cannot be read as one (None when every record can): each
     record needs a numeric step, mean and std."""
@@ -78,12 +68,12 @@ def _state(run_dir: Path) -> RunState:
                 preset="?", progress="?", last_eval="–")
     running = is_locked(run_dir)
     try:
-        config = read_run_config(run_dir / "config.json", fix="train it again with --force")
+        config = read_run_config(run_dir / CONFIG_FILE, fix="train it again with --force")
     except RunError as e:
         return RunState(**base, state="running" if running else "broken", why=str(e))
     total = config.get("config", {}).get("train_steps")
-    metrics = _records(run_dir / "metrics.jsonl")
-    evals = _records(run_dir / "eval.jsonl")
+    metrics = read_records(run_dir / METRICS_FILE)
+    evals = read_records(run_dir / EVAL_FILE)
     bad = _bad_evaluation(evals)
     if bad:
         return RunState(**base, state="running" if running else "broken", why=bad)
@@ -95,7 +85,7 @@ def _state(run_dir: Path) -> RunState:
                            f"{' (final)' if last.get('final') else ''}") if last else "–")
     if running:
         return RunState(**base, state="running")
-    if (run_dir / "result.json").exists():
+    if (run_dir / RESULT_FILE).exists():
         finals = sum(bool(r.get("final")) for r in evals)
         if finals != 1:
             return RunState(**base, state="broken",
@@ -113,10 +103,8 @@ def _state(run_dir: Path) -> RunState:
 def _checkpoint_step(run_dir: Path) -> int | None:
     """The step of the checkpoint a resume would load (latest, else previous), or None.
     Memory-mapped: the weights are not read."""
-    from coworld_bench.runner import CHECKPOINTS
-
     for name in CHECKPOINTS:
-        path = run_dir / "checkpoint" / name
+        path = run_dir / CHECKPOINT_DIR / name
         if not path.exists():
             continue
         import torch
@@ -130,5 +118,5 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 
 def run_states(root: Path) -> list[RunState]:
     """Every run directory (a folder with config.json) under ``root``."""
-    runs = sorted({p.parent for p in Path(root).rglob("config.json")})
+    runs = sorted({p.parent for p in Path(root).rglob(CONFIG_FILE)})
     return [_state(d) for d in runs]

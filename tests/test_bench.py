@@ -27,7 +27,7 @@ def test_updates_never_wait_for_the_device(algo, data_root, tmp_path):
     call that would make the host wait for a GPU: under bfloat16 autocast too (the
     paper preset's path on CUDA)."""
     algorithm, _, _ = bench.build(algo, "smoke", data_root, tmp_path, "cpu")
-    for name, update in bench.updates_of(algo, algorithm).items():
+    for name, update in algorithm.timed_steps().items():
         update()  # first calls may set things up
         counts = bench.count_ops(update)
         assert counts.syncs == 0, (name, counts.sync_ops)

@@ -48,7 +48,7 @@ def load(agent, shared: dict[str, torch.Tensor]) -> None:
 
 def _worker(pipe, make_env: Callable, cfg, action_dim: int, state_dim, seed: int,
             shared: dict[str, torch.Tensor]) -> None:
-    from baselines.dreamer import DreamerAgent
+    from baselines.core.agent import DreamerAgent
     from coworld_bench.data.replay import Driver
     from coworld_bench.seeding import RandomStates, derive_seed
 

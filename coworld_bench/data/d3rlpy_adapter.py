@@ -22,7 +22,7 @@ ended by time limit is a d3rlpy "timeout" episode (``terminated`` False).
 ``RepeatFirstFrameStackPicker`` stacks k frames the way ``TransitionSampler`` does:
 the reset frame repeated before the episode's start. d3rlpy's
 ``FrameStackTransitionPicker`` pads with zero frames there instead, which a pixel
-policy never sees at evaluation time (``baselines.nets.FrameStack`` repeats).
+policy never sees at evaluation time (``baselines.core.nets.FrameStack`` repeats).
 
     >>> buffer = to_replay_buffer(Dataset("path/to/dataset"), frame_stack=3, action_dim=6)
     >>> batch = transition_batch(buffer, episodes=[0, 1], steps=[0, 499])

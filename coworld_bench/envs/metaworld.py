@@ -44,11 +44,6 @@ class MetaWorldEnv(BenchmarkEnv):
         self.state_dim = int(self._env.observation_space.shape[0])
         super().__init__(task, options, seed)
 
-    @property
-    def unwrapped_sim(self):
-        """The metaworld env itself (e.g. for its scripted policies' observations)."""
-        return self._env
-
     def _sim_seed(self, seed):
         if seed is not None:
             self._env.seed(int(seed))

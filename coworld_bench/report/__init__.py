@@ -43,13 +43,14 @@ from coworld_bench.report.paper import (find_paper_dir, multisource_selections,
                                         reproduction_markdown)
 from coworld_bench.report.runs import Problem, RunRecord, load_runs
 from coworld_bench.report.tables import build_tables, display_name
+from coworld_bench.rundir import CONFIG_FILE, EVAL_FILE, METRICS_FILE, RESULT_FILE, VALUE_TRACE_FILE
 
 __all__ = ["build_report", "ReportError", "Report", "check_report", "copy_runs"]
 
 # What --copy-runs keeps of each run: what the tables, curves and value figures read; no
 # checkpoints, replays, TensorBoard files or latent embeddings (2 MB a CoWorld run: the
 # latent figures are made only from the original run folders).
-RUN_FILES = ("config.json", "eval.jsonl", "result.json", "metrics.jsonl", "value_trace.npz")
+RUN_FILES = (CONFIG_FILE, EVAL_FILE, RESULT_FILE, METRICS_FILE, VALUE_TRACE_FILE)
 
 
 class ReportError(UserError):
@@ -77,7 +78,7 @@ def copy_runs(runs_dir: Path, dest: Path) -> int:
         shutil.rmtree(dest)
     count = 0
     for run in find_runs(runs_dir):
-        if not (run / "result.json").exists():
+        if not (run / RESULT_FILE).exists():
             continue  # unfinished: nothing to report, and a copy could not resume
         for name in RUN_FILES:
             if (run / name).exists():

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coworld_bench.rundir import CONFIG_FILE, EVAL_FILE, RESULT_FILE, VALUE_TRACE_FILE
+
 __all__ = ["check_report"]
 
 RANDOM_ROW = "random"
@@ -43,19 +45,19 @@ def _run_dir(text: str, report: Path) -> Path:
 
 
 def _seed(run: Path) -> int:
-    return int(json.loads((run / "config.json").read_text())["seed"])
+    return int(json.loads((run / CONFIG_FILE).read_text())["seed"])
 
 
 def _final_score(run: Path) -> float:
-    lines = [line for line in (run / "eval.jsonl").read_text().splitlines() if line.strip()]
+    lines = [line for line in (run / EVAL_FILE).read_text().splitlines() if line.strip()]
     final = json.loads(lines[-1])
     if not final.get("final"):
-        raise ValueError(f"{run / 'eval.jsonl'} does not end in the final evaluation")
+        raise ValueError(f"{run / EVAL_FILE} does not end in the final evaluation")
     return float(np.mean(final["returns"]))
 
 
 def _random_score(run: Path) -> float:
-    random = json.loads((run / "result.json").read_text())["random_action"]
+    random = json.loads((run / RESULT_FILE).read_text())["random_action"]
     return float(np.mean(random["returns"]))
 
 
@@ -127,7 +129,7 @@ def _check_values(path: Path, report: Path, problems: list[str]) -> int:
     for row in _rows(path):
         run = _run_dir(row["run"], report)
         try:
-            with np.load(run / "value_trace.npz", allow_pickle=False) as trace:
+            with np.load(run / VALUE_TRACE_FILE, allow_pickle=False) as trace:
                 value, true = trace["value"], trace["discounted_return"]
         except (OSError, ValueError, KeyError) as error:
             problems.append(f"{path.name}: {run} has no readable value trace ({error})")

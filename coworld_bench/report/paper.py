@@ -19,6 +19,7 @@ import numpy as np
 
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.report.runs import RunRecord
+from coworld_bench.rundir import WORK_DIR
 
 __all__ = ["find_paper_dir", "reproduction_markdown", "PAPER_MODELS"]
 
@@ -274,7 +275,7 @@ def multisource_selections(records: list[RunRecord]) -> dict[str, dict[str, int]
     for r in records:
         if r.algo != "coworld-multisource":
             continue
-        path = r.path / "work" / "source_selection.csv"
+        path = r.path / WORK_DIR / "source_selection.csv"
         if not path.exists():
             continue
         with open(path) as f:

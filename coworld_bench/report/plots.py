@@ -19,6 +19,7 @@ from coworld_bench.report.figures import (GRAYS, HATCHES, MARKERS, line_style, p
                                           text_color, with_ext)
 from coworld_bench.report.runs import RunRecord
 from coworld_bench.report.tables import ABLATIONS, Table, display_name
+from coworld_bench.rundir import WORK_DIR
 
 BENCH_NAMES = {"metaworld": "Meta-World", "dmc": "DMC", "metaworld-robodesk": "MW → RoboDesk"}
 
@@ -383,7 +384,7 @@ def latents(records: list[RunRecord], out: Path, method: str = "tsne") -> list[P
     for r in sorted(records, key=lambda r: (r.seed, str(r.path))):
         if r.variant or r.algo not in ("coworld", "coworld-no-state-align"):
             continue
-        if not (r.path / "work" / "latents.npz").exists():
+        if not (r.path / WORK_DIR / "latents.npz").exists():
             continue
         key = (r.benchmark, r.quality, r.preset, r.column)
         chosen.setdefault(key, {}).setdefault(r.algo, r)
@@ -392,13 +393,13 @@ def latents(records: list[RunRecord], out: Path, method: str = "tsne") -> list[P
         if "coworld" not in runs:
             continue
         panels = []
-        with np.load(runs["coworld"].path / "work" / "latents.npz", allow_pickle=False) as z:
+        with np.load(runs["coworld"].path / WORK_DIR / "latents.npz", allow_pickle=False) as z:
             for tag, title in (("before", "Before alignment\n(start of co-training)"),
                                ("after", "After alignment\n(end of training)")):
                 if f"{tag}_source" in z.files:
                     panels.append((title, z[f"{tag}_source"], z[f"{tag}_target"]))
         if "coworld-no-state-align" in runs:
-            with np.load(runs["coworld-no-state-align"].path / "work" / "latents.npz",
+            with np.load(runs["coworld-no-state-align"].path / WORK_DIR / "latents.npz",
                          allow_pickle=False) as z:
                 if "after_source" in z.files:
                     panels.append(("Without state alignment\n(end of training)",

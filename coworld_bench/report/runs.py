@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 
 from coworld_bench import tasks as tasks_lib
+from coworld_bench.rundir import (
+    CONFIG_FILE, EVAL_FILE, RESULT_FILE, VALUE_TRACE_FILE, parse_overrides, read_evaluations,
+)
 from coworld_bench.tasks import TaskSpec
 
 __all__ = ["RunRecord", "Problem", "find_runs", "load_runs", "SCALE_KEYS"]
@@ -133,7 +136,7 @@ class RunRecord:
         return None if self.result is None else self.result.get("wall_time_s")
 
     def value_trace(self) -> dict[str, np.ndarray] | None:
-        path = self.path / "value_trace.npz"
+        path = self.path / VALUE_TRACE_FILE
         if not path.exists():
             return None
         try:
@@ -158,7 +161,7 @@ def find_runs(root: Path) -> list[Path]:
     not searched further: their ``work/`` holds replays, not runs)."""
     found = []
     for directory, subdirs, files in os.walk(root):
-        if "config.json" in files:
+        if CONFIG_FILE in files:
             found.append(Path(directory))
             subdirs[:] = []
         else:
@@ -170,8 +173,6 @@ def _overrides(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(config.get("overrides"), dict):
         return dict(config["overrides"])
     # Runs recorded before ``overrides`` existed: read the --set items of the command.
-    from coworld_bench.runner import parse_overrides
-
     words = shlex.split(config.get("command") or "")
     items = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
     try:
@@ -180,34 +181,9 @@ def _overrides(config: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def _read_evals(path: Path) -> list[dict[str, Any]]:
-    evals = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("returns"), list) \
-                or "step" not in record or not record["returns"]:
-            raise ValueError(f"{path} line {number} is not an evaluation record "
-                             "(needs step and a non-empty returns list)")
-        evals.append(record)
-    steps = [r["step"] for r in evals if not r.get("final")]
-    duplicated = sorted({s for s in steps if steps.count(s) > 1})
-    finals = sum(bool(r.get("final")) for r in evals)
-    if duplicated or finals > 1:
-        what = (f"steps {duplicated} twice" if duplicated else "") + \
-            (f"{' and ' if duplicated else ''}{finals} final evaluations" if finals > 1 else "")
-        raise ValueError(f"{path} holds {what}: two processes trained this run at once, or a log "
-                         "was copied twice; train it again with --force")
-    return evals
-
-
 def load_run(path: Path) -> RunRecord:
     """Reads one run directory; raises ValueError naming the file at fault."""
-    config_path = path / "config.json"
+    config_path = path / CONFIG_FILE
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -219,15 +195,15 @@ def load_run(path: Path) -> RunRecord:
         source = tasks_lib.resolve_task(config["source"]) if config.get("source") else None
     except Exception as error:  # noqa: BLE001
         raise ValueError(f"{config_path} names an unknown task ({error})") from None
-    eval_path = path / "eval.jsonl"
+    eval_path = path / EVAL_FILE
     if not eval_path.exists():
         raise ValueError(f"{eval_path} is missing")
-    evals = _read_evals(eval_path)
+    evals = read_evaluations(eval_path)
     if not evals or not evals[-1].get("final"):
         raise ValueError(f"{eval_path} has no final evaluation (the run is unfinished: "
                          "run the same command again to resume it)")
     result = None
-    result_path = path / "result.json"
+    result_path = path / RESULT_FILE
     if result_path.exists():
         try:
             result = json.loads(result_path.read_text())

@@ -1,4 +1,4 @@
-"""The online simulator in a worker process (``collect_worker=on``, baselines.collector):
+"""The online simulator in a worker process (``collect_worker=on``, baselines.core.collector):
 the worker acts with the learner's current weights, collects ``train_every`` env steps
 per update, and a run restarted from a weights-only checkpoint collects and trains
 exactly as the uninterrupted one. Real CoWorld on Window Close -> Drawer Close."""
@@ -93,7 +93,7 @@ def test_worker_acts_with_the_learners_weights_and_resumes_exactly(data_root, tm
 
 def test_the_worker_is_on_by_default_for_cuda_only():
     from baselines.coworld import CoWorld
-    from baselines.dreamerv2 import use_collect_worker
+    from baselines.core.online import use_collect_worker
 
     cfg = CoWorld.make_config("smoke", {})
     assert cfg.collect_worker == "auto"

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.dreamer import (
-    categorical_kl, categorical_sample, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl,
-    vmap_diagonal_fisher,
-    kl_balance_loss, lambda_return,
+from baselines.core.losses import (
+    categorical_kl, diagonal_fisher, ensemble_disagreement, ewc_penalty, gaussian_kl, vmap_diagonal_fisher, kl_balance_loss, lambda_return,
 )
+from baselines.core.world_model import categorical_sample
 
 
 def test_lambda_return_by_hand():
@@ -137,7 +136,7 @@ def test_decoder_first_layer_matrix_product_equals_its_transposed_conv():
     """ConvDecoder runs its first transposed conv (on a 1x1 input) as one matrix
     product with channels-last output; the image must be the one the plain module stack
     gives, in float32 and under CPU bfloat16 autocast, and so must the gradients."""
-    from baselines.dreamer import ConvDecoder
+    from baselines.core.conv import ConvDecoder
 
     torch.manual_seed(0)
     decoder = ConvDecoder(24, 4)
@@ -164,7 +163,7 @@ def test_decoder_first_layer_matrix_product_equals_its_transposed_conv():
 def test_conv_elu_by_hand_and_stock_where_it_must_be():
     """The encoder's and decoder's ELU (max(x, exp(min(x, 0)) - 1) on CPU float32):
     values and gradients by hand, torch's ELU kept under autocast."""
-    from baselines.dreamer import ConvELU
+    from baselines.core.conv import ConvELU
 
     x = torch.tensor([-2.0, -1e-3, 0.0, 0.5, 3.0, -math.inf, math.inf], requires_grad=True)
     y = ConvELU()(x)
@@ -181,9 +180,9 @@ def test_conv_elu_by_hand_and_stock_where_it_must_be():
 
 
 def test_dense_elu_takes_the_cpu_kernel_only_on_large_tensors():
-    """The heads' ELU (baselines.nets.ELU): the CPU float32 kernel from ``min_size``
+    """The heads' ELU (baselines.core.nets.ELU): the CPU float32 kernel from ``min_size``
     elements up, torch's below; the same values and gradients either way."""
-    from baselines.nets import ELU, mlp
+    from baselines.core.nets import ELU, mlp
 
     torch.manual_seed(0)
     assert isinstance(mlp(4, 8, 1, 2)[1], ELU)
@@ -204,7 +203,7 @@ def test_subpixel_transposed_conv_by_hand_and_against_torch():
     """A stride-2 transposed conv run as a conv and a pixel interleave: a 1-channel
     case by hand, then outputs and all three gradients against nn.ConvTranspose2d for
     the decoder's kernels (5: odd, padded with a zero tap; 6)."""
-    from baselines.dreamer import StrideTwoTransposedConv, subpixel_weight
+    from baselines.core.conv import StrideTwoTransposedConv, subpixel_weight
 
     conv = StrideTwoTransposedConv(1, 1, 2)
     with torch.no_grad():

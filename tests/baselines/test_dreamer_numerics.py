@@ -9,9 +9,11 @@ import math
 import pytest
 import torch
 
-from baselines.dreamer import (
-    SMOKE_MODEL, ActorCritic, DreamerAgent, DreamerConfig, WorldModel, lambda_return,
-)
+from baselines.core.actor_critic import ActorCritic
+from baselines.core.agent import DreamerAgent
+from baselines.core.config import SMOKE_MODEL, DreamerConfig
+from baselines.core.losses import lambda_return
+from baselines.core.world_model import WorldModel
 from coworld_bench.runner import RunRequest, prepare
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -276,7 +278,7 @@ def test_layernorm_gru_keeps_the_state_at_initialisation_and_continuous_std_is_s
 
 
 def test_optimize_rejects_a_term_without_a_scale_and_bf16_terms():
-    from baselines.dreamer import optimize
+    from baselines.core.optim import optimize
 
     agent = _agent()
 
@@ -302,7 +304,7 @@ def test_optimize_rejects_a_term_without_a_scale_and_bf16_terms():
         return losses, scales, aux
 
     with pytest.raises(TypeError, match="model/kl"):
-        optimize(agent.optimizers, agent.cfg, "cpu", half)
+        optimize(agent.optimizers, half)
 
 
 def test_optimize_clips_each_part_and_steps_only_the_parts_it_trains():
@@ -322,22 +324,18 @@ def test_compiled_loops_give_the_eager_numbers(data_root, tmp_path):
     graph capture and autograd tracing of the GPU path, without code generation): the
     same metrics as eager CoWorld updates, and no fallback taken; bench's operator
     count leaves the compiled graphs in use."""
-    from baselines.dreamer import Compiled
-    from coworld_bench.algorithm import set_compile_backend
-    from coworld_bench.bench import build, count_ops, profiled_calls, updates_of
+    from baselines.core.compile import Compiled
+    from coworld_bench.bench import build, count_ops, profiled_calls
 
     results = []
     for backend in ("aot_eager", "off"):
-        try:
-            algorithm, _, _ = build("coworld", "smoke", data_root, tmp_path / backend, "cpu",
-                                    compile=backend)
-        finally:
-            set_compile_backend(None)
+        algorithm, _, _ = build("coworld", "smoke", data_root, tmp_path / backend, "cpu",
+                                compile=backend)
         observe = algorithm.target.wm.rssm.observe
         assert isinstance(observe, Compiled) == (backend != "off")
         torch.manual_seed(0)
         metrics = {}
-        for name, update in updates_of("coworld", algorithm).items():
+        for name, update in algorithm.timed_steps().items():
             for _ in range(2):
                 metrics.update({f"{name}/{k}": float(v) for k, v in update().items()})
         if backend != "off":

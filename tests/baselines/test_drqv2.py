@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from baselines.drqv2 import TruncatedNormal, cql_penalty, linear_schedule, td3_bc_actor_loss, td_loss
-from baselines.nets import random_shift, soft_update
+from baselines.core.drq import TruncatedNormal, cql_penalty, td3_bc_actor_loss, td_loss
+from baselines.core.schedules import linear_schedule
+from baselines.core.nets import random_shift, soft_update
 
 
 def test_random_shift_stays_inside_the_padding_and_differs_per_sample():

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.dreamer import gaussian_kl
+from baselines.core.losses import gaussian_kl
 from baselines.lompo import (
     LOMPO, TRANSITION_KEYS, LatentBuffer, LOMPOAgent, LOMPOFinetune,
     log_likelihood_uncertainty, mixed_batch, penalised_reward, sequence_transitions,
     td_target,
 )
-from baselines.nets import soft_update
+from baselines.core.nets import soft_update
 from tests.baselines.test_dreamer_numerics import BF16, _finite, build
 
 LOG_2PI = math.log(2 * math.pi)

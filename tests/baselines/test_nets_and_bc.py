@@ -3,7 +3,7 @@
 import torch
 
 from baselines.bc import bc_loss
-from baselines.nets import DrQEncoder, FrameStack, random_shift
+from baselines.core.nets import DrQEncoder, FrameStack, random_shift
 
 
 def test_bc_loss_by_hand():

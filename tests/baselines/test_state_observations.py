@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.dreamer import SMOKE_MODEL, DreamerAgent, DreamerConfig, pad_states
-from baselines.dreamerv2 import dataset_state_dim
+from baselines.core.agent import DreamerAgent, pad_states
+from baselines.core.config import SMOKE_MODEL, DreamerConfig
+from baselines.core.online import dataset_state_dim
 from coworld_bench import registry
 from coworld_bench.errors import ConfigError
 
