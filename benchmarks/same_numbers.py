@@ -8,7 +8,8 @@ another's: a restructure must change no number.
 offline algorithms and multi-source CoWorld on DC), one after another on one thread
 (the same thread count on both sides: a CPU's reductions round by thread count).
 ``compare`` prints one line per algorithm: identical, or the first record that differs.
-Wall times (``wall_time``, ``wall_time_s``, the estimate) and versions are left out.
+Times (``wall_time``, ``wall_time_s``, the estimate, an evaluation's
+``seconds_per_episode``) and versions are left out.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SKIP = {"wall_time", "wall_time_s", "estimated_wall_time_s", "versions", "git_commit",
-        "created", "host"}
+SKIP = {"wall_time", "wall_time_s", "estimated_wall_time_s", "seconds_per_episode",
+        "versions", "git_commit", "created", "host"}
 
 
 def make(out: Path) -> int:
@@ -68,7 +69,9 @@ def compare(a: Path, b: Path) -> int:
                 problems.append(f"{name} record {i + 1} differs "
                                 f"({len(ra)} vs {len(rb)} records)")
         fa, fb = _result(a / run / "result.json"), _result(b / run / "result.json")
-        if fa.get("final") != fb.get("final") or not fa:
+        final = [{k: v for k, v in (f.get("final") or {}).items() if k not in SKIP}
+                 for f in (fa, fb)]
+        if final[0] != final[1] or not fa:
             problems.append("result.json final differs or is missing")
         differ += bool(problems)
         print(f"{str(run):<40} {'identical' if not problems else '; '.join(problems)}")

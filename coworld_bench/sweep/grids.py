@@ -255,13 +255,13 @@ def parse_grid(items: Iterable[str]) -> list[tuple[str, list[str]]]:
 
 
 def _parse_sets(items: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SweepError(f"--set expects key=value, got {item!r}.")
-        out[key.strip()] = value
-    return out
+    """The sweep's ``--set`` pairs, parsed as ``run`` parses them (a SweepError here)."""
+    from coworld_bench.rundir import RunError, parse_overrides
+
+    try:
+        return parse_overrides(list(items or []))
+    except RunError as e:
+        raise SweepError(str(e)) from None
 
 
 def _valid_grid_names() -> str:
