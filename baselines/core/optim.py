@@ -92,17 +92,17 @@ def optimize(optimizers: dict[str, Part | torch.optim.Optimizer], loss_fn: LossF
             raise TypeError(f"Loss term {key} must be a float32 scalar, got {value.dtype} "
                             f"{tuple(value.shape)}.")
     total = sum(scales[k] * v for k, v in losses.items() if scales[k] != 0)
-    chosen = {p: optimizers[p] if isinstance(optimizers[p], Part)
-              else Part((q for g in optimizers[p].param_groups for q in g["params"]),
-                        optimizers[p]) for p in parts}
+    # A bare torch optimiser is used as it is (a part without a clip): no wrapper per call.
+    stepped = {p: optimizers[p].opt if isinstance(optimizers[p], Part) else optimizers[p]
+               for p in parts}
     for part in parts:
-        chosen[part].opt.zero_grad(set_to_none=True)
+        stepped[part].zero_grad(set_to_none=True)
     metrics = {k: v.detach() for k, v in losses.items()}
     if torch.is_tensor(total) and total.requires_grad:
         total.backward()
     for part in parts:
-        opt = chosen[part]
-        if opt.clip is not None:
-            metrics[f"{part}/grad_norm"] = nn.utils.clip_grad_norm_(opt.params, opt.clip)
-        opt.opt.step()
+        owner = optimizers[part]
+        if isinstance(owner, Part) and owner.clip is not None:
+            metrics[f"{part}/grad_norm"] = nn.utils.clip_grad_norm_(owner.params, owner.clip)
+        stepped[part].step()
     return metrics, aux
