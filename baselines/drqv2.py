@@ -13,7 +13,15 @@ features detached.
 
 One update (V-D4RL ``update``): augment obs and next obs with independent shifts,
 encode them (next obs without gradient), critic step, actor step, target update.
-V-D4RL's offline task config (``task/offline_dmc.yaml``) sets lr 3e-4 and n-step 1.
+V-D4RL's offline task config (``task/offline_dmc.yaml``) sets lr 3e-4 and n-step 1;
+its published DrQ+BC command (V-D4RL's README) overrides that with ``nstep=3`` (SPEC
+section 7b), CQL's keeps 1.
+
+n-step targets (``TransitionSampler``): r_t + gamma r_{t+1} + gamma^2 r_{t+2} and a
+bootstrap discount gamma^3 (zero past a terminal). V-D4RL's replay never samples the
+last n - 1 steps of an episode (their n-step window would cross its end); here they are
+sampled with the shorter window that fits (m < n rewards, bootstrap gamma^m), which
+is the same target for a time-limit end and the exact one at a terminal.
 
 Units: ``train_steps`` counts updates. V-D4RL's offline loop updates on every second
 loop step (``update_every_steps: 2``), so its std schedule ``linear(1.0, 0.1,
@@ -50,7 +58,7 @@ class DrQConfig(TrainConfig):
       train_steps: updates in total (the paper's training-time table: 300k).
       batch_size: transitions per update.
       lr: Adam learning rate of encoder, actor and critic (offline config: 3e-4).
-      n_step: steps of the TD target's return (offline config: 1).
+      n_step: steps of the TD target's return (offline config: 1; DrQ+BC: 3).
       frame_stack: frames per observation.
       feature_dim: trunk output size.
       hidden_dim: width of the actor's and critics' MLPs.
@@ -218,9 +226,11 @@ class DrQBCConfig(DrQConfig):
     """DrQ+BC (V-D4RL).
 
     Attributes:
+      n_step: steps of the TD target's return (3: V-D4RL's DrQ+BC command).
       bc_alpha: TD3+BC's alpha: the Q term's weight is alpha / mean |Q| (2.5).
     """
 
+    n_step: int = 3
     bc_alpha: float = 2.5
 
     checks: ClassVar[dict] = {"bc_alpha": Range(0)}
@@ -232,8 +242,8 @@ class DrQBC(DrQBackbone):
 
     Config = DrQBCConfig
     paper_name = "DrQ+BC"
-    description = ("DrQ+BC (V-D4RL): DrQ-v2 encoder and twin critic, TD3+BC actor loss "
-                   "on the noisy sampled action.")
+    description = ("DrQ+BC (V-D4RL): DrQ-v2 encoder and twin critic, 3-step TD targets, "
+                   "TD3+BC actor loss on the noisy sampled action.")
 
     def actor_loss(self, q, action, data_action):
         loss = td3_bc_actor_loss(q, action, data_action, self.config.bc_alpha)

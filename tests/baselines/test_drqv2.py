@@ -89,3 +89,77 @@ def test_linear_schedule_and_soft_update():
         target.bias.fill_(1.0)
     soft_update(net, target, 0.01)
     assert target.weight.item() == pytest.approx(0.01) and target.bias.item() == pytest.approx(0.99)
+
+
+# How the updates are wired, on a real smoke dataset ---------------------------------------
+
+def _wired(data_root, tmp_path, algo_name):
+    """The algorithm of a smoke run on WW, with every ``_step`` recorded: which modules
+    held a gradient after the step's backward (grads cleared before it) and which
+    changed."""
+    from tests.baselines.test_dreamer_numerics import build
+
+    torch.manual_seed(0)
+    algo, _ = build(data_root, algo_name, dict(target="WW"), {}, tmp_path)
+    modules = {"encoder": algo.encoder, "actor": algo.actor, "critic": algo.critic}
+    steps = []
+    original = algo._step
+
+    def recorded(parts, loss):
+        for module in modules.values():
+            module.zero_grad(set_to_none=True)
+        before = {k: [p.detach().clone() for p in m.parameters()] for k, m in modules.items()}
+        original(parts, loss)
+        steps.append({
+            "parts": parts,
+            "grad": {k for k, m in modules.items()
+                     if any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())},
+            "changed": {k for k, m in modules.items()
+                        if any(not torch.equal(a, p) for a, p in zip(before[k], m.parameters()))}})
+    algo._step = recorded
+    return algo, steps
+
+
+def test_drq_bc_critic_loss_trains_the_encoder_and_its_actor_loss_does_not(data_root, tmp_path):
+    algo, steps = _wired(data_root, tmp_path, "drq-bc")
+    algo.train_step(0)
+    critic, actor = steps
+    assert critic["parts"] == ("encoder", "critic")
+    assert critic["grad"] == {"encoder", "critic"}  # the actor is not in the TD loss
+    assert critic["changed"] == {"encoder", "critic"}
+    assert actor["parts"] == ("actor",)
+    # The actor reads detached features: no gradient reaches the encoder. Q(s, pi(s))
+    # passes gradient through the critic's weights, which the actor's step leaves alone.
+    assert "encoder" not in actor["grad"] and "actor" in actor["grad"]
+    assert actor["changed"] == {"actor"}
+
+
+def test_cql_conservative_term_trains_only_the_critic_and_its_encoder(data_root, tmp_path):
+    algo, steps = _wired(data_root, tmp_path, "cql")
+    batch = algo.batch()
+    features = algo.encoder(batch["image"])
+    with torch.no_grad():
+        next_features = algo.encoder(batch["next_image"])
+    q1, q2 = algo.critic(features, batch["action"])
+    for module in (algo.encoder, algo.actor, algo.critic):
+        module.zero_grad(set_to_none=True)
+    penalty, metrics = algo.critic_penalty(features, next_features, batch["action"], q1, q2, 0.5)
+    assert set(metrics) == {"critic/cql1", "critic/cql2"}
+    penalty.backward()
+    assert all(p.grad is None for p in algo.actor.parameters())  # policy actions: no gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.critic.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.encoder.parameters())
+    # In the update: the critic's step carries the term, the actor's loss is -Q alone.
+    metrics = algo.train_step(0)
+    critic, actor = steps
+    assert critic["changed"] == {"encoder", "critic"} and actor["changed"] == {"actor"}
+    assert "encoder" not in actor["grad"]
+    assert metrics["critic/loss"] > metrics["critic/cql1"] + metrics["critic/cql2"] - 1e-4
+
+
+def test_drq_bc_takes_three_step_targets_and_cql_one():
+    from coworld_bench import registry
+
+    for preset in ("smoke", "quick", "paper"):
+        assert registry.get("drq-bc").make_config(preset).n_step == 3  # V-D4RL's command
+        assert registry.get("cql").make_config(preset).n_step == 1

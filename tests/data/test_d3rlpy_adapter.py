@@ -131,3 +131,32 @@ def test_importing_the_benchmark_does_not_import_d3rlpy():
     code = ("import sys, coworld_bench, coworld_bench.data, coworld_bench.data.d3rlpy_adapter; "
             "assert 'd3rlpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_n_step_targets_by_hand_over_a_five_step_episode_with_a_terminal(terminal_dataset):
+    """TransitionSampler(n_step=3), DrQ+BC's: step t sums the next rewards discounted,
+    stops at the terminal (the window shrinks to the steps left) and bootstraps with
+    gamma^3 times the product of the discounts it crossed (0 once the terminal is in)."""
+    dataset = Dataset(terminal_dataset)
+    rows = dataset.load_episode(1)  # 6 rows, 5 steps, terminal on row 5
+    r, g = rows["reward"].astype(np.float64), 0.9
+    sampler = TransitionSampler(dataset, 5, n_step=3, discount=g)
+    batch = sampler.sample(indices=(np.ones(5, int), np.arange(5)))
+    expected_reward = [r[1] + g * r[2] + g ** 2 * r[3],
+                       r[2] + g * r[3] + g ** 2 * r[4],
+                       r[3] + g * r[4] + g ** 2 * r[5],
+                       r[4] + g * r[5],
+                       r[5]]
+    np.testing.assert_allclose(batch["reward"], expected_reward, rtol=1e-6)
+    np.testing.assert_allclose(batch["discount"], [g ** 3, g ** 3, 0.0, 0.0, 0.0], rtol=1e-6)
+    for t, last in enumerate([3, 4, 5, 5, 5]):  # next observation: the window's end
+        np.testing.assert_array_equal(batch["next_image"][t],
+                                      rows["image"][last].transpose(2, 0, 1))
+        np.testing.assert_array_equal(batch["action"][t], rows["action"][t + 1])
+    # An episode without a terminal (episode 0, 500 steps, a time limit): the last
+    # steps bootstrap with gamma^m over the m < 3 rewards left.
+    rows = dataset.load_episode(0)
+    r, end = rows["reward"].astype(np.float64), dataset.lengths[0]
+    batch = sampler.sample(indices=(np.zeros(2, int), np.array([end - 2, end - 1])))
+    np.testing.assert_allclose(batch["reward"], [r[end - 1] + g * r[end], r[end]], rtol=1e-6)
+    np.testing.assert_allclose(batch["discount"], [g ** 2, g], rtol=1e-6)
