@@ -42,7 +42,10 @@ One update (CURL's ``CurlSacAgent.update``), top to bottom in ``train_step``:
    ``critic_tau`` (0.01), the key encoder with ``encoder_tau`` (0.05).
 5. Contrastive loss: q = f(anchor), k = f_target(positive) without gradient, logits
    = q W k^T minus each row's max, labels arange(B) (positives on the diagonal), cross
-   entropy; trains f and W.
+   entropy; trains f and W. As in CURL's code, two Adams step on its one gradient: the
+   ``encoder`` optimiser (CURL's ``encoder_optimizer``, over f) and the ``cpc``
+   optimiser (CURL's ``cpc_optimizer``, over its CURL module: f and W), so f takes two
+   Adam steps per contrastive update, each with its own moments, and W one.
 
 Crop geometry for 64 px data (a choice; SPEC section 5). CURL renders 100 px and
 trains on random 84 px crops, evaluating on the centre 84 px crop (ratio 0.84). Here
@@ -64,10 +67,6 @@ Settings and why (``paper`` preset = the defaults):
 
 Quirks of CURL's code not copied:
 
-- Its contrastive step updates the encoder through two optimisers at once
-  (``encoder_optimizer`` over the critic's encoder and ``cpc_optimizer`` over the CURL
-  module, which holds that same encoder and W): two Adam steps from one gradient. Here
-  one Adam (``encoder`` part) holds the encoder and W.
 - ``fast_random_crop`` draws offsets with ``randint(0, crop_max)``, which never reaches
   ``crop_max``; here every offset 0..(64 - crop_size) is drawn.
 - Pixels are scaled by /255 - 0.5 (DrQEncoder) instead of /255: a constant shift that
@@ -345,8 +344,9 @@ class CURL(Algorithm):
             "actor": adam(self.actor.parameters(), lr=config.lr),
             "alpha": adam([self.log_alpha], lr=config.alpha_lr,
                                       betas=(config.alpha_beta1, 0.999)),
-            "encoder": adam([*self.critic.encoder.parameters(), self.W],
-                                        lr=config.lr)}
+            # CURL's encoder_optimizer and cpc_optimizer: the contrastive loss steps both.
+            "encoder": adam(self.critic.encoder.parameters(), lr=config.lr),
+            "cpc": adam([*self.critic.encoder.parameters(), self.W], lr=config.lr)}
         self.sampler = TransitionSampler(ctx.dataset, config.batch_size, n_step=1,
                                          frame_stack=config.frame_stack,
                                          discount=config.discount, seed=ctx.seed)
@@ -423,7 +423,8 @@ class CURL(Algorithm):
                 {"actor/entropy": -log_prob.mean(), "alpha/value": alpha})
 
     def contrastive_losses(self, batch):
-        """q = f(anchor), k = f_target(positive); trains the encoder and W."""
+        """q = f(anchor), k = f_target(positive); one gradient, stepped by both the
+        encoder's and the CURL module's (encoder and W) Adam, as CURL's ``update_cpc``."""
         queries = self.critic.encoder(batch["anchor"])
         with torch.no_grad():
             keys = self.critic_target.encoder(batch["positive"])
@@ -431,8 +432,8 @@ class CURL(Algorithm):
             logits = contrastive_logits(queries.float(), keys.float(), self.W)
         labels = torch.arange(logits.shape[0], device=logits.device)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        return ({"encoder/contrastive": contrastive_loss(logits)},
-                {"encoder/contrastive": 1.0}, {"encoder/accuracy": accuracy})
+        return ({"encoder+cpc/contrastive": contrastive_loss(logits)},
+                {"encoder+cpc/contrastive": 1.0}, {"encoder/accuracy": accuracy})
 
     # Acting and valuing --------------------------------------------------------------
 

@@ -26,18 +26,31 @@ What is d3rlpy's and what is ours:
   SAC's action samples) from torch's global generator, so its state travels in the
   checkpoint along with our index sampler's.
 
-Paper preset = d3rlpy's own defaults for each algorithm (its config dataclasses):
+Paper preset = d3rlpy's own reproduction script for the algorithm
+(``reproductions/offline/<name>.py`` of d3rlpy 2.x, SPEC section 7b) where one exists,
+else d3rlpy's defaults (its config dataclasses). The scripts are written for D4RL's
+state-based locomotion; what they set about states (a vector encoder, a standard
+observation scaler) is replaced by d3rlpy's pixel encoder and pixel scaler, and their
+length (500k updates) by the paper's 300k:
 
-- TD3+BC: actor and critic lr 3e-4, batch 256, alpha 2.5 (lambda = alpha / mean|Q1|),
-  tau 0.005, 2 critics, target smoothing sigma 0.2 clipped at 0.5, actor every 2nd
-  update.
-- CQL (continuous, SAC-based): actor lr 1e-4, critic lr 3e-4, temperature lr 1e-4
-  (initial 1.0), alpha lr 1e-4 (initial alpha 1.0, threshold 10: a Lagrange
-  multiplier), conservative weight 5.0, 10 action samples, batch 256, tau 0.005,
-  2 critics, deterministic backup.
-- IQL: actor and critic lr 3e-4, batch 256, expectile 0.7, inverse temperature
-  (weight_temp) 3.0, advantage weights clipped at 100, tau 0.005, 2 critics.
-- BC: lr 1e-3, batch 100 (d3rlpy's BC default, not 256), deterministic policy, MSE.
+- TD3+BC (``td3_plus_bc.py``, which sets d3rlpy's defaults): actor and critic lr
+  3e-4, batch 256, alpha 2.5 (lambda = alpha / mean|Q1|), tau 0.005, 2 critics,
+  target smoothing sigma 0.2 clipped at 0.5, actor every 2nd update.
+- CQL (``cql.py``, its fixed-alpha form: ``alpha_learning_rate=0.0``): actor lr 1e-4,
+  critic lr 3e-4, temperature lr 1e-4 (initial 1.0), the conservative multiplier alpha
+  fixed at 1.0, conservative weight 5.0 (the script's value for every dataset but
+  D4RL's ``medium-v0``, which takes 10: no dataset here is one), 10 action samples,
+  batch 256, tau 0.005, 2 critics, deterministic backup. (A later revision of the
+  script learns alpha, lr 3e-4 from e with threshold 10, on a [256, 256] encoder:
+  ``--set alpha_lr=3e-4 alpha=2.718281828 alpha_threshold=10`` runs that form.)
+- IQL (``iql.py``): actor and critic lr 3e-4, batch 256, expectile 0.7, inverse
+  temperature (weight_temp) 3.0, advantage weights clipped at 100, tau 0.005, 2
+  critics; rewards scaled by d3rlpy's ``ReturnBasedRewardScaler(multiplier=1000)``
+  (r' = 1000 r / (max - min episode return of the dataset), fitted here on the run's
+  dataset as d3rlpy's ``fit`` would) and the actor's learning rate on d3rlpy's
+  ``CosineAnnealingLRFactory`` over the whole run (the script's T_max is its length).
+  ``value`` reports Q in the dataset's reward units (the scaling undone).
+- BC (no script; d3rlpy's defaults): lr 1e-3, batch 100, deterministic policy, MSE.
 - All: Adam, discount 0.99, d3rlpy's default pixel encoder (``PixelEncoderFactory``:
   Nature-DQN convolutions 32x8x4, 64x4x2, 64x3x1, then a 512-unit linear layer, ReLU;
   every network has its own encoder, as in d3rlpy), frame stack 3, 300k updates.
@@ -63,6 +76,7 @@ from baselines.core.nets import FrameStack
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext, TrainConfig
 from coworld_bench.data import TransitionSampler
 from coworld_bench.data.d3rlpy_adapter import import_d3rlpy, to_replay_buffer, transition_batch
+from coworld_bench.errors import ConfigError
 from coworld_bench.registry import register
 from coworld_bench.seeding import RandomStates, derive_seed
 
@@ -119,18 +133,21 @@ class D3TD3BCConfig(D3rlpyConfig):
 
 @dataclasses.dataclass
 class D3CQLConfig(D3rlpyConfig):
-    """CQL for continuous actions (d3rlpy ``CQLConfig``).
+    """CQL for continuous actions (d3rlpy ``CQLConfig``; defaults: d3rlpy's
+    ``reproductions/offline/cql.py``).
 
     Attributes:
       actor_lr: Adam learning rate of the actor.
       critic_lr: Adam learning rate of the critics.
       temp_lr: learning rate of SAC's entropy temperature (0: fixed at 1).
-      alpha: initial value of the conservative-loss multiplier alpha.
+      alpha: initial value of the conservative-loss multiplier alpha (1.0).
       alpha_lr: learning rate of alpha as a Lagrange multiplier driving the
-        conservative gap towards alpha_threshold (0: alpha stays fixed).
-      alpha_threshold: the target of the conservative gap (d3rlpy's tau).
+        conservative gap towards alpha_threshold (0: alpha stays fixed, the script's).
+      alpha_threshold: the target of the conservative gap (d3rlpy's tau; a constant
+        offset of the loss while alpha is fixed).
       conservative_weight: scale of the conservative term
-        weight * (logsumexp Q - Q(s, a_data) - threshold).
+        weight * (logsumexp Q - Q(s, a_data) - threshold) (the script: 5.0; 10.0 on
+        D4RL's medium-v0 datasets).
       n_action_samples: actions sampled per distribution (uniform, pi(s), pi(s')) in
         the logsumexp.
     """
@@ -139,7 +156,7 @@ class D3CQLConfig(D3rlpyConfig):
     critic_lr: float = 3e-4
     temp_lr: float = 1e-4
     alpha: float = 1.0
-    alpha_lr: float = 1e-4
+    alpha_lr: float = 0.0
     alpha_threshold: float = 10.0
     conservative_weight: float = 5.0
     n_action_samples: int = 10
@@ -152,7 +169,7 @@ class D3CQLConfig(D3rlpyConfig):
 
 @dataclasses.dataclass
 class D3IQLConfig(D3rlpyConfig):
-    """IQL (d3rlpy ``IQLConfig``).
+    """IQL (d3rlpy ``IQLConfig``; defaults: d3rlpy's ``reproductions/offline/iql.py``).
 
     Attributes:
       actor_lr: Adam learning rate of the actor.
@@ -160,6 +177,10 @@ class D3IQLConfig(D3rlpyConfig):
       expectile: the expectile tau of the value loss |tau - 1(u < 0)| u^2.
       weight_temp: inverse temperature beta of the advantage weights exp(beta * A).
       max_weight: the advantage weights are clipped at this value.
+      reward_multiplier: rewards are scaled to multiplier * r / (max - min episode
+        return of the dataset) (d3rlpy's ReturnBasedRewardScaler; 1000; 0: unscaled).
+      actor_cosine: the actor's learning rate follows a cosine from actor_lr to 0
+        over train_steps (d3rlpy's CosineAnnealingLRFactory; false: constant).
     """
 
     actor_lr: float = 3e-4
@@ -167,10 +188,12 @@ class D3IQLConfig(D3rlpyConfig):
     expectile: float = 0.7
     weight_temp: float = 3.0
     max_weight: float = 100.0
+    reward_multiplier: float = 1000.0
+    actor_cosine: bool = True
 
     checks: ClassVar[dict] = {"actor_lr": Range(0), "critic_lr": Range(0),
                               "expectile": Range(0, 1), "weight_temp": Range(0),
-                              "max_weight": Range(0)}
+                              "max_weight": Range(0), "reward_multiplier": Range(0)}
 
 
 @dataclasses.dataclass
@@ -244,7 +267,11 @@ class D3rlpyAlgorithm(Algorithm):
     def value(self, obs, state):
         """Mean over d3rlpy's critic ensemble of Q(stacked frames, greedy action)."""
         x = self._stacked(state)
-        return float(self.algo.predict_value(x, self.algo.predict(x))[0])
+        value = self.algo.predict_value(x, self.algo.predict(x))
+        scaler = self.algo.config.reward_scaler
+        if scaler is not None:  # Q of scaled rewards: back to the dataset's units
+            value = scaler.reverse_transform_numpy(value)
+        return float(value[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"modules": {name: part.state_dict() for name, part in self.parts.items()},
@@ -262,7 +289,8 @@ class D3TD3BC(D3rlpyAlgorithm):
     Config = D3TD3BCConfig
     paper_name = "TD3+BC (d3rlpy)"
     description = ("d3rlpy's implementation of TD3+BC (Fujimoto & Gu 2021) on stacked pixel "
-                   "frames, d3rlpy's defaults, trained by d3rlpy's update on our batches.")
+                   "frames, settings of d3rlpy's reproductions/offline/td3_plus_bc.py (its "
+                   "defaults), trained by d3rlpy's update on our batches.")
 
     def d3rlpy_config(self, d3rlpy, encoder, scaler):
         c = self.config
@@ -278,8 +306,9 @@ class D3CQL(D3rlpyAlgorithm):
     Config = D3CQLConfig
     paper_name = "CQL (d3rlpy)"
     description = ("d3rlpy's implementation of continuous-action CQL (Kumar et al. 2020; SAC "
-                   "with a Lagrangian conservative penalty) on stacked pixel frames, d3rlpy's "
-                   "defaults, trained by d3rlpy's update on our batches.")
+                   "with a conservative penalty) on stacked pixel frames, settings of d3rlpy's "
+                   "reproductions/offline/cql.py (fixed alpha, weight 5), trained by d3rlpy's "
+                   "update on our batches.")
     presets = {
         "smoke": {**D3rlpyAlgorithm.presets["smoke"], "n_action_samples": 2},
         "quick": {**D3rlpyAlgorithm.presets["quick"], "n_action_samples": 2},
@@ -302,16 +331,38 @@ class D3IQL(D3rlpyAlgorithm):
     Config = D3IQLConfig
     paper_name = "IQL (d3rlpy)"
     description = ("d3rlpy's implementation of IQL (Kostrikov et al. 2021) on stacked pixel "
-                   "frames, d3rlpy's defaults, trained by d3rlpy's update on our batches.")
+                   "frames, settings of d3rlpy's reproductions/offline/iql.py (return-based "
+                   "reward scaler x1000, cosine actor lr), trained by d3rlpy's update on our "
+                   "batches.")
 
     def d3rlpy_config(self, d3rlpy, encoder, scaler):
         c = self.config
+        actor_optim = d3rlpy.optimizers.AdamFactory(
+            lr_scheduler_factory=d3rlpy.optimizers.CosineAnnealingLRFactory(
+                T_max=c.train_steps) if c.actor_cosine else None)
         return d3rlpy.algos.IQLConfig(
             actor_learning_rate=c.actor_lr, critic_learning_rate=c.critic_lr,
+            actor_optim_factory=actor_optim,
             batch_size=c.batch_size, gamma=c.discount, expectile=c.expectile,
             weight_temp=c.weight_temp, max_weight=c.max_weight,
+            reward_scaler=self.return_scaler(d3rlpy, c.reward_multiplier),
             actor_encoder_factory=encoder, critic_encoder_factory=encoder,
             value_encoder_factory=encoder, observation_scaler=scaler)
+
+    def return_scaler(self, d3rlpy, multiplier: float):
+        """d3rlpy's ReturnBasedRewardScaler with the dataset's episode returns (what
+        its ``fit`` computes from the transitions; None: multiplier 0)."""
+        if not multiplier:
+            return None
+        returns = [float(e.compute_return()) for e in self.buffer.episodes]
+        if max(returns) == min(returns):
+            raise ConfigError(
+                f"d3rlpy-iql: the return-based reward scaler divides by the spread of the "
+                f"dataset's episode returns, and all {len(returns)} episodes of "
+                f"{self.ctx.dataset.directory} return {returns[0]:g}. Use a dataset with "
+                "more episodes, or --set reward_multiplier=0 to train on unscaled rewards.")
+        return d3rlpy.preprocessing.ReturnBasedRewardScaler(
+            return_max=max(returns), return_min=min(returns), multiplier=multiplier)
 
 
 @register("d3rlpy-bc")
@@ -320,7 +371,8 @@ class D3BC(D3rlpyAlgorithm):
     paper_name = "BC (d3rlpy)"
     has_value = False
     description = ("d3rlpy's implementation of behaviour cloning (deterministic policy, MSE "
-                   "to data actions) on stacked pixel frames, d3rlpy's defaults.")
+                   "to data actions) on stacked pixel frames, d3rlpy's defaults (it has no "
+                   "reproduction script).")
 
     def d3rlpy_config(self, d3rlpy, encoder, scaler):
         c = self.config

@@ -26,11 +26,18 @@ real and as many imagined transitions, regresses both Q to
 r + gamma (1 - done) min_i Q'_i(s', pi(s')) (target critics, no target actor), and
 trains the actor to maximise min_i Q_i(s, pi(s)); both losses are taken before either
 step, and the target critics track the critics with rate tau = 5e-3 after every update.
+The target critics start crosswise, as the reference's (``target_qf1 = deepcopy(qf2)``,
+``target_qf2 = deepcopy(qf1)``); each then tracks its own critic.
 
-Schedule: ``train_steps`` counts updates, the world model's included: the paper's
-training-time table gives LOMPO 100k iterations, here 25k model updates (the
-reference's ``model_train_steps``) and 75k agent updates (the reference's loop runs
-150k agent updates; the table's 100k in total is followed).
+Schedule (SPEC section 7b): ``model_updates`` (25k, the reference's
+``model_train_steps``) world-model updates, then ``agent_updates`` (100k) agent
+updates; ``train_steps`` counts both (125k). The paper's training-time table gives
+LOMPO 100k iterations: the original LOMPO's ``agent_train_steps`` after its model
+phase (V-D4RL's LOMPO runs 150k agent updates; its ``train_steps = 100000`` is the
+number of sequences its dataset iterator yields, not a training length).
+
+Precision: float32, as both references (V-D4RL's ``precision = 32``); ``precision=16``
+runs the world model and agent under bfloat16 autocast on CUDA.
 
 LOMPO Finetune: LOMPO pretrained online on the source, then LOMPO on the offline
 target dataset from the pretrained weights (``baselines/dv2_finetune.py``'s shape).
@@ -54,10 +61,13 @@ Deviations from the reference, documented:
   nats 0 and scale 2 x ``kl_scale``: its value is the KL and its gradient is exactly
   the plain KL's.
 - Adam's epsilon is 1e-5 (the shared optimiser) where the reference has Keras' 1e-7.
-- Each target critic starts as a copy of its own critic (the reference copies the
-  critics crosswise, target 1 from critic 2; both are then tracked the same way).
-- The real buffer is built once after the model is frozen; the reference re-encodes
-  one episode into it per refresh, which with a frozen model re-adds identical data.
+- The real buffer is built once after the model is frozen, one posterior sample per
+  dataset row. The reference fills it the same way, then at every refresh re-encodes
+  one more episode (cycling through the files) and adds it to its ring of real
+  transitions: the posterior's stochastic latent is sampled afresh, so over training
+  its real buffer holds several posterior samples of each row. Kept here so that the
+  real buffer is a function of the frozen model and the seed, rebuilt after a restart
+  rather than carried in the checkpoint.
 - Real transitions keep the dataset's ``discount`` (1 - terminal); the reference has no
   continuation head and sets every terminal to 0, which is the same on tasks without
   terminal states (all of this benchmark's).
@@ -88,6 +98,7 @@ from baselines.core.schedules import (
     PAPER_PRETRAINING, check_pretraining, pretraining_lines, updates_for_env_steps,
 )
 from coworld_bench.algorithm import Algorithm, Choice, Range, RunContext, TrainConfig
+from coworld_bench.errors import ConfigError
 from coworld_bench.data import SequenceSampler
 from coworld_bench.registry import register
 from coworld_bench.seeding import RandomStates, derive_seed
@@ -222,6 +233,10 @@ class LOMPOConfig(TrainConfig):
       batch_size, seq_len: world-model batches of sequences; one such batch also
         starts every refresh's rollouts.
       model_updates: world-model updates before it is frozen (reference: 25k).
+      agent_updates: actor and critic updates after it (the original LOMPO's
+        ``agent_train_steps``: 100k, the paper's "100k iterations").
+      train_steps: updates in total (unset: model_updates + agent_updates; given, the
+        agent phase takes what is left after the model's).
       agent_batch_size: real transitions per agent update, and as many imagined ones.
       horizon: steps of each latent rollout.
       uncertainty_penalty: lambda of r_hat - lambda * u.
@@ -233,11 +248,12 @@ class LOMPOConfig(TrainConfig):
       tau: rate of the target critics.
       exploration_noise: std of the additive Gaussian noise on the actor's actions in
         rollouts and when collecting online.
-      precision: 16 = bfloat16 autocast on CUDA (float32 on a CPU); 32 = float32.
+      precision: 32 = float32 (the references'); 16 = bfloat16 autocast on CUDA
+        (float32 on a CPU).
       layer_norm: LayerNorm in the MLPs and the RSSM's dense layers (on in the quick preset).
     """
 
-    train_steps: int = 100_000  # the paper's training-time table (updates, model's included)
+    train_steps: int | None = None  # model_updates + agent_updates
     stoch: int = 64
     deter: int = 256
     hidden: int = 256
@@ -255,6 +271,7 @@ class LOMPOConfig(TrainConfig):
     batch_size: int = 64
     seq_len: int = 50
     model_updates: int = 25_000
+    agent_updates: int = 100_000
     agent_batch_size: int = 256
     horizon: int = 5
     uncertainty_penalty: float = 5.0
@@ -264,13 +281,14 @@ class LOMPOConfig(TrainConfig):
     tau: float = 5e-3
     exploration_noise: float = 0.2
     discount: float = 0.99
-    precision: int = 16
+    precision: int = 32
     layer_norm: bool = False
 
     checks: ClassVar[dict] = {
         **{k: Range(1) for k in ("stoch", "deter", "hidden", "cnn_depth", "units",
                                   "reward_layers", "actor_layers", "critic_layers", "ensemble",
-                                  "batch_size", "agent_batch_size", "horizon", "refresh_every")},
+                                  "batch_size", "agent_batch_size", "horizon", "refresh_every",
+                                  "agent_updates")},
         "seq_len": Range(2),
         **{k: Range(0) for k in ("kl_scale", "model_lr", "actor_lr", "critic_lr", "grad_clip",
                                   "model_updates", "uncertainty_penalty", "latent_prefill",
@@ -309,7 +327,8 @@ class LOMPOAgent(nn.Module):
         self.actor = mlp(feat, cfg.units, cfg.actor_layers, action_dim, norm=norm)
         self.q1 = mlp(feat + action_dim, cfg.units, cfg.critic_layers, 1, norm=norm)
         self.q2 = mlp(feat + action_dim, cfg.units, cfg.critic_layers, 1, norm=norm)
-        self.target_q1, self.target_q2 = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
+        # Crosswise, as the reference's: target 1 starts as critic 2 and vice versa.
+        self.target_q1, self.target_q2 = copy.deepcopy(self.q2), copy.deepcopy(self.q1)
         self.target_q1.requires_grad_(False)
         self.target_q2.requires_grad_(False)
         self.to(device)
@@ -487,12 +506,31 @@ class LOMPOAgent(nn.Module):
 
 # LOMPO -----------------------------------------------------------------------------
 
+def check_agent_phase(config, offline_updates: int):
+    """The offline schedule must leave agent updates after the model's."""
+    if offline_updates <= config.model_updates:
+        raise ConfigError(f"train_steps={config.train_steps} leaves {offline_updates} offline "
+                          f"updates, no more than model_updates={config.model_updates}: no agent "
+                          "update would run. Raise train_steps (or leave it unset: "
+                          "model_updates + agent_updates) or lower model_updates.")
+    return config
+
+
+def agent_phase_lines(config, offline_updates: int) -> list[str]:
+    """The estimate's sentence on LOMPO's two offline phases."""
+    return [f"Of the {offline_updates} offline updates, the first {config.model_updates} train "
+            f"the world model, then frozen; the other {offline_updates - config.model_updates} "
+            "are agent updates (latent rollouts, actor and critics), each cheaper than a "
+            "model update."]
+
+
 SMOKE = dict(stoch=4, deter=32, hidden=32, cnn_depth=4, units=32, ensemble=3, batch_size=4,
-             seq_len=8, agent_batch_size=8, model_updates=10, train_steps=20,
+             seq_len=8, agent_batch_size=8, model_updates=10, agent_updates=10, train_steps=None,
              latent_prefill=100, refresh_every=5, eval_every=0)
 # The quick size uses LayerNorm, as the other model-based baselines' (baselines/core).
 QUICK = dict(stoch=32, deter=128, hidden=128, cnn_depth=16, units=128, batch_size=16,
-             seq_len=32, agent_batch_size=64, model_updates=1_000, train_steps=2_000,
+             seq_len=32, agent_batch_size=64, model_updates=1_000, agent_updates=1_000,
+             train_steps=None,
              latent_prefill=5_000, refresh_every=50, layer_norm=True)
 
 
@@ -508,6 +546,16 @@ class LOMPO(Algorithm):
 
     def sequence_shape(self):
         return self.config.batch_size, self.config.seq_len
+
+    @classmethod
+    def resolve(cls, config, source, target):
+        if config.train_steps is None:
+            config.train_steps = config.model_updates + config.agent_updates
+        return check_agent_phase(config, config.train_steps)
+
+    @classmethod
+    def schedule_lines(cls, config):
+        return agent_phase_lines(config, config.train_steps)
 
     def __init__(self, config: LOMPOConfig, ctx: RunContext):
         super().__init__(config, ctx)
@@ -603,8 +651,8 @@ class LOMPOFinetuneConfig(LOMPOConfig):
       pretrain_env_steps: source environment steps of online pretraining before the
         offline target phase (paper: 160k Meta-World/RoboDesk, 600k DMC); the phase has
         pretrain_env_steps / train_every updates.
-      train_steps: updates in total, pretraining's included (unset: pretraining + LOMPO's
-        100k target updates).
+      train_steps: updates in total, pretraining's included (unset: pretraining +
+        model_updates + agent_updates).
       prefill: random source steps before the first update.
       train_every: source steps per pretraining update.
       replay_capacity: source steps kept in the replay.
@@ -622,10 +670,6 @@ class LOMPOFinetuneConfig(LOMPOConfig):
     @property
     def pretrain_updates(self) -> int:
         return updates_for_env_steps(self.pretrain_env_steps, self.train_every)
-
-
-# LOMPO's own schedule is the target phase (the paper's training-time table: 100k).
-TARGET_UPDATES = 100_000
 
 
 class SourceLearner(OnlineLearner):
@@ -650,20 +694,23 @@ class LOMPOFinetune(LOMPO):
     learns_from = "online source, then offline target"
     paper = PAPER_PRETRAINING
     presets = {
-        "smoke": dict(SMOKE, prefill=60, train_every=5, pretrain_env_steps=50, model_updates=4),
-        "quick": dict(QUICK, prefill=2_500, train_every=5, pretrain_env_steps=10_000,
-                      train_steps=4_000),
+        "smoke": dict(SMOKE, prefill=60, train_every=5, pretrain_env_steps=50, model_updates=4,
+                      agent_updates=6),
+        "quick": dict(QUICK, prefill=2_500, train_every=5, pretrain_env_steps=10_000),
     }
 
     @classmethod
     def schedule_lines(cls, config):
-        return pretraining_lines(config)
+        target = config.train_steps - config.pretrain_updates
+        return [*pretraining_lines(config), *agent_phase_lines(config, target)]
 
     @classmethod
     def resolve(cls, config, source, target):
         if config.train_steps is None:
-            config.train_steps = config.pretrain_updates + TARGET_UPDATES
-        return check_pretraining(config)
+            config.train_steps = (config.pretrain_updates + config.model_updates
+                                  + config.agent_updates)
+        check_pretraining(config)
+        return check_agent_phase(config, config.train_steps - config.pretrain_updates)
 
     def __init__(self, config: LOMPOFinetuneConfig, ctx: RunContext):
         super().__init__(config, ctx)

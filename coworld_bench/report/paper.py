@@ -240,6 +240,10 @@ def reproduction_markdown(records: list[RunRecord], paper_dir: Path | None,
                        f"{runs[0].device} | {runs[0].scale} |")
         if not measured_any:
             out.append("| (no HP→BT runs found) | | | | | | | | |")
+        elif any(r.algo == "lompo" for r in hp_bt):
+            out += ["", "LOMPO's paper updates are its agent updates; its runs here also count "
+                    "the world-model updates before them (25,000 at the paper preset: "
+                    "125,000 in all)."]
         out.append("")
     for name, why in NOT_COMPARED.items():
         if (paper_dir / name).exists():

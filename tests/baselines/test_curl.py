@@ -191,7 +191,7 @@ def build(data_root, tmp_path, overrides=None):
 
 
 ACTOR_KEYS = {"actor/policy", "actor/entropy", "alpha/temperature", "alpha/value"}
-EVERY_STEP = {"critic/td", "critic/q", "critic/target_q", "encoder/contrastive",
+EVERY_STEP = {"critic/td", "critic/q", "critic/target_q", "encoder+cpc/contrastive",
               "encoder/accuracy"}
 
 
@@ -264,3 +264,26 @@ def test_updates_stay_finite_under_bfloat16(data_root, tmp_path):
         assert math.isfinite(algo.value({"image": image, "is_first": True}, state))
     for name, tensor in algo.state_dict()["critic"].items():
         assert tensor.dtype == torch.float32 and torch.isfinite(tensor).all(), name
+
+
+def test_contrastive_update_steps_the_encoder_twice_and_w_once(data_root, tmp_path):
+    """CURL's update_cpc: one backward, then encoder_optimizer.step() (the encoder) and
+    cpc_optimizer.step() (the encoder and W), two Adams with their own moments. On a
+    first step Adam moves a weight by lr * g / (|g| + eps): lr * sign(g) where |g| is
+    well above eps. So each encoder weight moves by 2 lr sign(g), W's by lr sign(g)."""
+    torch.manual_seed(0)
+    algo = build(data_root, tmp_path)
+    lr, batch = algo.config.lr, algo.batch()
+    encoder = [p.detach().clone() for p in algo.critic.encoder.parameters()]
+    W = algo.W.detach().clone()
+    algo.update(algo.contrastive_losses, batch)
+    grads = [p.grad for p in algo.critic.encoder.parameters()]
+    for before, p, g in zip(encoder, algo.critic.encoder.parameters(), grads):
+        big = g.abs() > 1e-5
+        step = (p.detach() - before)[big]
+        torch.testing.assert_close(step, -2 * lr * g[big].sign(), rtol=1e-3, atol=lr * 1e-2)
+    big = algo.W.grad.abs() > 1e-5
+    assert big.any()
+    torch.testing.assert_close((algo.W.detach() - W)[big], -lr * algo.W.grad[big].sign(),
+                               rtol=1e-3, atol=lr * 1e-2)
+    assert set(algo.optimizers) == {"critic", "actor", "alpha", "encoder", "cpc"}

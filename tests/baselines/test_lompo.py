@@ -331,3 +331,54 @@ def test_finetune_pretrains_online_then_trains_on_the_target_under_bfloat16(data
     state = algorithm.state_dict()
     assert not _finite(state) and state["learner"]["episodes"] == 1
     assert LOMPOFinetune.paper_name == "LOMPO Finetune" and LOMPOFinetune.needs_source
+
+
+def test_agent_phase_never_updates_the_frozen_world_model(data_root, tmp_path):
+    torch.manual_seed(0)
+    algorithm, config = build(data_root, "lompo", dict(target="WW"), SHORT, tmp_path)
+    wm = algorithm.agent.wm
+    before = {k: v.clone() for k, v in wm.state_dict().items()}
+    _train(algorithm, config.model_updates)
+    frozen = {k: v.clone() for k, v in wm.state_dict().items()}
+    assert any(not torch.equal(before[k], frozen[k]) for k in frozen)  # it did learn
+    grads = [None if p.grad is None else p.grad.clone() for p in wm.parameters()]
+    model_steps = {i: int(s["step"]) for i, s in
+                   algorithm.agent.optimizers["model"].state_dict()["state"].items()}
+    actor = [p.detach().clone() for p in algorithm.agent.actor.parameters()]
+    # Every agent update of the schedule, refreshes of the latent buffer included.
+    _train(algorithm, config.train_steps - config.model_updates, start=config.model_updates)
+    assert all(torch.equal(frozen[k], v) for k, v in wm.state_dict().items())
+    # No loss of the agent phase reached the model: its gradients are the last model
+    # step's, untouched, and its optimiser took no step.
+    for old, p in zip(grads, wm.parameters()):
+        assert (old is None and p.grad is None) or torch.equal(old, p.grad)
+    assert model_steps == {i: int(s["step"]) for i, s in
+                           algorithm.agent.optimizers["model"].state_dict()["state"].items()}
+    assert any(not torch.equal(a, p) for a, p in zip(actor, algorithm.agent.actor.parameters()))
+
+
+def test_target_critics_start_crosswise_as_the_reference():
+    """V-D4RL's LOMPO: target_qf1 = deepcopy(qf2), target_qf2 = deepcopy(qf1)."""
+    agent = _agent()
+    for target, critic in ((agent.target_q1, agent.q2), (agent.target_q2, agent.q1)):
+        for a, b in zip(target.parameters(), critic.parameters()):
+            assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(agent.q1.parameters(),
+                                                    agent.q2.parameters()))
+
+
+def test_schedule_is_model_updates_then_agent_updates():
+    from coworld_bench.errors import ConfigError
+    from coworld_bench.tasks import resolve_task
+
+    ww, wd = resolve_task("WW"), resolve_task("WD")
+    paper = LOMPO.for_tasks(LOMPO.make_config("paper"), None, ww)
+    # SPEC 7b: 25k model updates, then the paper's 100k iterations of the agent; float32.
+    assert (paper.model_updates, paper.agent_updates, paper.train_steps) == (25_000, 100_000,
+                                                                             125_000)
+    assert paper.precision == 32
+    assert "the other 100000 are agent updates" in LOMPO.schedule_lines(paper)[0]
+    finetune = LOMPOFinetune.for_tasks(LOMPOFinetune.make_config("paper"), wd, ww)
+    assert finetune.train_steps == finetune.pretrain_updates + 125_000
+    with pytest.raises(ConfigError, match="no agent update"):
+        LOMPO.for_tasks(LOMPO.make_config("smoke", {"train_steps": 10}), None, ww)
