@@ -135,9 +135,30 @@ def _cmd_list(args) -> int:
         return 0
     if args.algo:
         raise UserError(f"list {args.what} takes no algorithm.")
+    if args.what == "protocol":
+        print(list_protocol(args.references))
+        return 0
     print({"tasks": list_tasks, "pairs": list_pairs, "algos": list_algos,
            "presets": list_presets}[args.what]())
     return 0
+
+
+def list_protocol(with_references: bool = False) -> str:
+    """The evaluation protocol's text and hash; with ``--references``, every task's
+    R_random and R_ref (computed on first use, then read from the data root's cache)."""
+    from coworld_bench import protocol
+
+    out = [protocol.protocol_text().rstrip(), "",
+           f"Protocol hash: {protocol.protocol_hash()} (recorded in every result.json)."]
+    if with_references:
+        rows = []
+        for task in tasks_lib.TASKS:
+            refs = protocol.references(task.id)
+            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            rows.append([task.code, task.id, fmt(refs["random"]), fmt(refs["reference"]),
+                         refs["how"]])
+        out += ["", _table(rows, ["code", "task", "R_random", "R_ref", "from"])]
+    return "\n".join(out)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -327,15 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline visual RL with online auxiliary simulators: CoWorld and its "
                     "baselines on Meta-World, RoboDesk and DeepMind Control.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("list", help="list tasks, pairs, algorithms, presets or settings",
+    p = sub.add_parser("list", help="list tasks, pairs, algorithms, presets, settings or the "
+                                    "evaluation protocol",
                        description="List the benchmark's tasks, source-target pairs, registered "
                                    "algorithms, presets, or an algorithm's settings "
                                    "(list settings ALGO [--preset P] [--pair S-T | --target T]).")
-    p.add_argument("what", choices=["tasks", "pairs", "algos", "presets", "settings"])
+    p.add_argument("what", choices=["tasks", "pairs", "algos", "presets", "settings", "protocol"])
     p.add_argument("algo", nargs="?", help="the algorithm (list settings)")
     p.add_argument("--preset", default="paper", help="preset of the values (default: paper)")
     p.add_argument("--pair", help="resolve the paper's per-suite values for this pair")
     p.add_argument("--target", help="resolve them for this target (offline algorithms)")
+    p.add_argument("--references", action="store_true",
+                   help="list protocol: also every task's R_random and R_ref (computed once, "
+                        "cached under the data root)")
     p.set_defaults(func=_cmd_list)
 
     st = sub.add_parser("status", help="a table of the runs in a folder",

@@ -41,6 +41,7 @@ from coworld_bench.artifacts import Artifacts
 from coworld_bench.envs.base import EnvOptions
 from coworld_bench.errors import UserError
 from coworld_bench.evaluation import evaluate
+from coworld_bench.protocol import protocol_record
 from coworld_bench.rundir import (  # noqa: F401 - re-exported: the run directory's format
     CHECKPOINT_DIR, CHECKPOINTS, CONFIG_FILE, EVAL_FILE, LOCK_FILE, METRICS_FILE, RESULT_FILE,
     TB_DIR, VALUE_TRACE_FILE, WORK_DIR, RunError, atomic_write_bytes, atomic_write_json,
@@ -917,6 +918,7 @@ class Run:
             "eval_curve": [{"step": r["step"], "mean": r["mean"]} for r in curve],
             "value_trace": value_summary,
             "random_action": random,
+            "protocol": protocol_record(),
             "wall_time_s": wall_time,
             # The estimate printed near the start of this session (null if it ran too few
             # updates to time): a check of the estimate against the run itself.
