@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 PROTOCOL_FILE = Path(__file__).with_name("protocol.md")
+SHIPPED_FILE = Path(__file__).with_name("protocol_references.json")
 
 # The protocol's seeds for its reference returns: run seed 0, evaluation point 1.
 REFERENCE_SEED = 0
@@ -93,14 +94,29 @@ def compute_references(task_id: str, random_episodes: int = RANDOM_EPISODES,
                    f"scripted expert ({expert_episodes} episodes), on the protocol's seeds"}
 
 
+def shipped_references() -> dict[str, dict[str, Any]]:
+    """The reference values shipped with the package (``protocol_references.json``,
+    made by ``python -m coworld_bench.protocol``) when they were computed under this
+    protocol; {} otherwise."""
+    try:
+        data = json.loads(SHIPPED_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("tasks", {}) if data.get("protocol") == protocol_hash() else {}
+
+
 def references(task_id: str, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """``compute_references`` kept as JSON under ``cache_dir`` (default: the data
+    """A task's references: the shipped table's when it was made under this protocol,
+    else ``compute_references`` kept as JSON under ``cache_dir`` (default: the data
     root's ``references/``), keyed by the protocol's hash."""
     from coworld_bench.data import default_root
     from coworld_bench.data.format import atomic_write_json
     from coworld_bench.tasks import resolve_task
 
     task = resolve_task(task_id)
+    shipped = shipped_references().get(task.id)
+    if shipped is not None:
+        return shipped
     folder = Path(cache_dir) if cache_dir is not None else default_root() / "references"
     path = folder / f"{task.id}-{protocol_hash()}.json"
     try:
@@ -126,3 +142,20 @@ def normalised(score: float, refs: dict[str, Any]) -> float | None:
     if span == 0:
         return None
     return 100.0 * (float(score) - refs["random"]) / span
+
+
+def write_shipped_references(path: Path = SHIPPED_FILE) -> dict[str, Any]:
+    """Computes every task's references under this protocol and writes the shipped
+    table (a maintainer's step after the protocol changes)."""
+    from coworld_bench.data.format import atomic_write_json
+    from coworld_bench.tasks import TASKS
+
+    table = {"protocol": protocol_hash(), "tasks": {t.id: compute_references(t.id)
+                                                    for t in TASKS}}
+    atomic_write_json(path, table)
+    return table
+
+
+if __name__ == "__main__":
+    for task, refs in write_shipped_references()["tasks"].items():
+        print(task, refs["random"], refs["reference"])

@@ -11,6 +11,7 @@ Layout of the output folder::
                          need the originals)
     tables/<table>.{csv,md,tex}   paper layout (mean ± std over seeds, avg)
     tables/<table>_long.csv       the same cells at full precision, with seeds and runs
+    tables/<table>_normalised.csv the protocol's normalised scores (also in the .md)
     tables/training_time.{csv,md} (paper table 12)
     aggregates/aggregates_<table>.{csv,png,pdf}, improvement_<table>.csv   (rliable)
     figures/transfer_matrix_*, value_estimation_*, ablations_*, sensitivity_*,
@@ -156,6 +157,8 @@ def _build_report(runs_dir: Path, out: Path, seeds, reps, embedding, paper_dir, 
         files.append(plots.write_text(with_ext(stem, 'tex'), table.to_latex()))
         files.append(plots.write_text(out / "tables" / f"{table.name}_long.csv",
                                       table.to_long_csv()))
+        files.append(plots.write_text(out / "tables" / f"{table.name}_normalised.csv",
+                                      table.to_normalised_csv()))
         agg = aggregate(table, reps=reps)
         if agg.matrices:
             files.append(plots.write_text(out / "aggregates" / f"aggregates_{table.name}.csv",
@@ -164,7 +167,8 @@ def _build_report(runs_dir: Path, out: Path, seeds, reps, embedding, paper_dir, 
             for algo in agg.matrices:
                 low, high = agg.interval[algo]["IQM"]
                 summary.append(f"{table.name}: {display_name(algo)} IQM "
-                               f"{agg.point[algo]['IQM']:.3f} [{low:.3f}, {high:.3f}]")
+                               f"{agg.point[algo]['IQM']:.3f} [{low:.3f}, {high:.3f}] "
+                               f"({agg.scale})")
         if agg.improvement:
             files.append(plots.write_text(out / "aggregates" / f"improvement_{table.name}.csv",
                                           agg.improvement_csv()))

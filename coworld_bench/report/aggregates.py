@@ -1,7 +1,10 @@
 """Robust aggregates over the tasks of a table, with rliable (Agarwal et al., 2021).
 
-Scores are normalised by the most return an episode can give on the target's suite
-(``MAX_RETURN``), so tasks of one table weigh alike. An algorithm enters the
+Scores are the evaluation protocol's normalised scores divided by 100 (1 = the
+reference policy, 0 = uniformly random actions; ``coworld_bench/protocol.md``), so the
+tasks of one table weigh alike. A table with a column that has no reference (RoboDesk)
+is aggregated on raw returns divided by the most an episode can give (``MAX_RETURN``),
+and says so (``Aggregates.scale``). An algorithm enters the
 aggregates of a table when it has a seed in every column; with unequal seed counts
 per column its first ``n`` seeds of each column are used, ``n`` the smallest count.
 Intervals are stratified-bootstrap 95% CIs (percentile), seeded, so a report is
@@ -17,22 +20,36 @@ import warnings
 
 import numpy as np
 
-from coworld_bench.report.tables import MAX_RETURN, Table
+from coworld_bench.report.tables import MAX_RETURN, Table, normalised_cell
 
 __all__ = ["Aggregates", "aggregate", "score_matrix"]
 
 
+def score_scale(table: Table) -> str:
+    """What the aggregates' scores are: the protocol's normalised score / 100 when every
+    column has a reference, else raw returns / the suite's most return."""
+    has_reference = all(normalised_cell(table.cell(table.algos[0], c)) is not None
+                        for c in table.columns) if table.algos else True
+    return ("protocol-normalised score / 100" if has_reference
+            else "raw return / the most an episode can give (no protocol reference)")
+
+
 def score_matrix(table: Table, algo: str) -> np.ndarray | None:
-    """(runs, tasks) normalised scores, or None without a seed in every column."""
+    """(runs, tasks) scores on the table's scale (``score_scale``), or None without a
+    seed in every column."""
     cells = [table.cell(algo, c) for c in table.columns]
     n = min(cell.n for cell in cells)
     if n == 0:
         return None
+    normalised = score_scale(table).startswith("protocol")
     columns = []
     for cell in cells:
         order = np.argsort(cell.seeds, kind="stable")[:n]
-        scale = MAX_RETURN[cell.runs[0].target.suite]
-        columns.append(np.asarray(cell.scores, np.float64)[order] / scale)
+        if normalised:
+            scores = np.asarray(normalised_cell(cell).scores, np.float64) / 100.0
+        else:
+            scores = np.asarray(cell.scores, np.float64) / MAX_RETURN[cell.runs[0].target.suite]
+        columns.append(scores[order])
     return np.stack(columns, axis=1)
 
 
@@ -48,9 +65,10 @@ class Aggregates:
     taus: np.ndarray
     profiles: dict[str, np.ndarray]
     profile_cis: dict[str, np.ndarray]
+    scale: str = "protocol-normalised score / 100"
 
     def to_csv(self) -> str:
-        lines = ["algo,runs,tasks,metric,estimate,ci_low,ci_high"]
+        lines = [f"# scores: {self.scale}", "algo,runs,tasks,metric,estimate,ci_low,ci_high"]
         for algo, matrix in self.matrices.items():
             for metric, value in self.point[algo].items():
                 low, high = self.interval[algo][metric]
@@ -86,7 +104,8 @@ def aggregate(table: Table, reps: int = 2000, seed: int = 0) -> Aggregates:
             matrices[algo] = matrix
     point, interval, improvement = {}, {}, {}
     reference = next((a for a in ("coworld", "coworld-multisource") if a in matrices), None)
-    taus = np.linspace(0.0, 1.0, 101)
+    values = np.concatenate([m.ravel() for m in matrices.values()]) if matrices else np.zeros(1)
+    taus = np.linspace(min(0.0, float(values.min())), max(1.0, float(values.max())), 101)
     profiles, profile_cis = {}, {}
     if matrices:
         funcs = _metrics()
@@ -118,4 +137,4 @@ def aggregate(table: Table, reps: int = 2000, seed: int = 0) -> Aggregates:
         finally:
             np.random.set_state(state)
     return Aggregates(table, matrices, left_out, point, interval, improvement, reference, taus,
-                      profiles, profile_cis)
+                      profiles, profile_cis, score_scale(table))

@@ -7,6 +7,11 @@ table's runs of that seed on the column's target), where the runs recorded it.
 std is the population std over seeds (``ddof=0``). A cell with fewer seeds than the
 table's expected count says how many it has (``(1/3 seeds)``); an empty one reads
 ``– (0/3 seeds)``; an average over incomplete columns reads ``– (5/6 pairs)``.
+
+Normalised scores (the evaluation protocol, ``coworld_bench/protocol.md``): each
+per-seed score R becomes 100 (R - R_random) / (R_ref - R_random) with the target's
+references (``coworld_bench.protocol.references``); the normalised table has the same
+layout, and RoboDesk columns, which have no reference, read "raw only".
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from coworld_bench import tasks as tasks_lib
 from coworld_bench.report.runs import RunRecord
 
 __all__ = ["Table", "Cell", "build_tables", "display_name", "ABLATIONS", "MAX_RETURN",
-           "column_order", "format_cell"]
+           "column_order", "format_cell", "task_references"]
 
 # The paper's row order (its tables' layout); names and families come from the
 # algorithms themselves (``Algorithm.paper_name``, ``Algorithm.family``), so a
@@ -37,9 +42,31 @@ ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align", "coworld-no-va
              "coworld-brute-force")  # the paper's Figure 5a order
 RANDOM_ROW = "random"  # the random-action row's id in the long CSV
 RANDOM_NAME = "Random actions"
-# The most return an episode can give (500 steps x the largest per-step reward):
-# scores are divided by it for the aggregates across tasks.
+# The most return an episode can give (500 steps x the largest per-step reward): the
+# aggregates' scale where a task has no protocol reference (RoboDesk).
 MAX_RETURN = {"metaworld": 5000.0, "robodesk": 500.0, "dmc": 1000.0}
+_REFERENCES: dict[str, dict] = {}
+
+
+def task_references(task_id: str) -> dict:
+    """The protocol's R_random and R_ref of a task (``protocol.references``: the shipped
+    table, else computed once and cached under the data root), once per process."""
+    from coworld_bench import protocol
+
+    if task_id not in _REFERENCES:
+        _REFERENCES[task_id] = protocol.references(task_id)
+    return _REFERENCES[task_id]
+
+
+def normalised_cell(cell: "Cell") -> "Cell | None":
+    """The cell with its scores normalised by the protocol; None without a reference."""
+    from coworld_bench import protocol
+
+    refs = task_references(_column_target(cell.column))
+    if refs.get("reference") is None:
+        return None
+    scores = [protocol.normalised(s, refs) for s in cell.scores]
+    return Cell(cell.algo, cell.column, list(cell.seeds), scores, list(cell.runs))
 
 
 def _algorithm(algo: str):
@@ -217,12 +244,51 @@ class Table:
 
     def to_markdown(self) -> str:
         header = ["Model", *[c.replace("->", "→") for c in self.columns], "Avg."]
+        rule = "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"
         lines = [f"**{self.title}.** Mean ± std over seeds of the per-seed mean final return.",
-                 "", "| " + " | ".join(header) + " |",
-                 "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
+                 "", "| " + " | ".join(header) + " |", rule]
         for row in self.rows(plus_minus=" ± "):
             lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "**Normalised scores** (the evaluation protocol: 100 (R − R_random) / "
+                  "(R_ref − R_random), `coworld-bench list protocol`). Mean ± std over seeds.",
+                  "", "| " + " | ".join(header) + " |", rule]
+        for row in self.normalised_rows(plus_minus=" ± "):
+            lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines) + "\n"
+
+    # Normalised scores ------------------------------------------------------------------
+
+    def normalised_rows(self, plus_minus: str = "±") -> list[list[str]]:
+        """The table's rows in normalised scores, then the references: R_random and
+        R_ref per column (raw returns)."""
+        algos = [*self.algos, RANDOM_ROW] if self.has_random() else self.algos
+        rows = []
+        for a in algos:
+            cells = [normalised_cell(c) for c in self._cells_of(a)]
+            texts = ["raw only" if c is None else format_cell(c, self.expected_seeds, 1,
+                                                               plus_minus) for c in cells]
+            means = [c.mean for c in cells if c is not None and c.n]
+            complete = all(c is not None and c.n for c in cells)
+            average = format_number(float(np.mean(means)), 1) if complete else "–"
+            rows.append([RANDOM_NAME if a == RANDOM_ROW else display_name(a), *texts, average])
+        for key, name in (("random", "R_random (protocol)"), ("reference", "R_ref (protocol)")):
+            values = [task_references(_column_target(c)).get(key) for c in self.columns]
+            rows.append([name, *["–" if v is None else format_number(v, 1) for v in values],
+                         ""])
+        return rows
+
+    def to_normalised_csv(self) -> str:
+        import csv
+        import io
+
+        out = io.StringIO()
+        out.write(f"# {self.title}. Normalised scores, 100 (R - R_random) / (R_ref - R_random) "
+                  "(coworld_bench/protocol.md): mean±std over seeds; the last rows are the "
+                  "references in raw returns.\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["model", *self.columns, "avg"])
+        writer.writerows(self.normalised_rows())
+        return out.getvalue()
 
     def to_latex(self) -> str:
         def esc(text: str) -> str:

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from coworld_bench import protocol
+
 TABLE = "metaworld_medium-replay_smoke"
 
 
@@ -66,6 +68,7 @@ def test_report_succeeds_and_names_the_broken_runs(report):
 EXPECTED = [
     "README.md", "reproduction.md",
     *[f"tables/{TABLE}.{ext}" for ext in ("csv", "md", "tex")], f"tables/{TABLE}_long.csv",
+    f"tables/{TABLE}_normalised.csv",
     "tables/training_time.csv", "tables/training_time.md",
     f"aggregates/aggregates_{TABLE}.csv", f"aggregates/improvement_{TABLE}.csv",
     *[f"aggregates/aggregates_{TABLE}.{ext}" for ext in ("png", "pdf")],
@@ -224,8 +227,11 @@ def test_rliable_aggregates(report):
     iqm = {r["algo"]: r for r in rows if r["metric"] == "IQM"}
     assert set(iqm) == {"coworld", "offline-dv2", "coworld-multisource"}
     runs = report["runs"]
-    # CoWorld: 2 seeds x 2 tasks of normalised scores (return / 5000 on Meta-World).
-    matrix = np.array([[final_score(runs / p / "coworld" / f"seed{s}") / 5000
+    # CoWorld: 2 seeds x 2 tasks of the protocol's normalised scores / 100, by hand:
+    # (R - R_random) / (R_ref - R_random) with Drawer Close's references.
+    refs = protocol.references("DC")
+    matrix = np.array([[(final_score(runs / p / "coworld" / f"seed{s}") - refs["random"])
+                        / (refs["reference"] - refs["random"])
                         for p in ("WC-DC", "HP-DC")] for s in (0, 1)])
     assert float(iqm["coworld"]["estimate"]) == pytest.approx(
         stats.trim_mean(matrix.ravel(), 0.25), abs=1e-9)
@@ -379,3 +385,20 @@ def test_report_of_a_folder_with_a_space_and_a_failed_report_leaves_nothing(repo
     failed = subprocess.run([*command[:-6], "--out", str(fresh), *command[-4:]],
                             capture_output=True, text=True, timeout=900)
     assert failed.returncode == 2 and not fresh.exists()
+
+
+def test_normalised_table_by_hand(report):
+    """The normalised table: each per-seed score through the protocol's formula with
+    Drawer Close's references, mean ± std over seeds, then the references' rows."""
+    rows = {r["model"]: r for r in read_csv(report["out"] / "tables" / f"{TABLE}_normalised.csv")}
+    refs = protocol.references("DC")
+    runs = report["runs"]
+    scores = [100 * (final_score(runs / "WC-DC" / "coworld" / f"seed{s}") - refs["random"])
+              / (refs["reference"] - refs["random"]) for s in (0, 1)]
+    assert rows["CoWorld"]["WC->DC"] == f"{np.mean(scores):.1f}±{np.std(scores):.1f}"
+    assert rows["R_random (protocol)"]["WC->DC"] == f"{refs['random']:.1f}"
+    assert rows["R_ref (protocol)"]["HP->DC"] == f"{refs['reference']:.1f}"
+    markdown = (report["out"] / "tables" / f"{TABLE}.md").read_text()
+    assert "**Normalised scores**" in markdown
+    header = (report["out"] / "aggregates" / f"aggregates_{TABLE}.csv").read_text().splitlines()[0]
+    assert header == "# scores: protocol-normalised score / 100"
