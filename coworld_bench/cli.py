@@ -196,7 +196,7 @@ def _cmd_run(args) -> int:
         algo=args.algo, pair=args.pair, source=args.source, target=args.target, seed=args.seed,
         preset=args.preset, overrides=runner.parse_overrides(args.set), device=args.device,
         out=args.out, force=args.force, progress=not args.quiet, yes=args.yes,
-        eval_workers=args.eval_workers, compile=args.compile)
+        eval_workers=args.eval_workers, compile=args.compile, logger=args.logger)
     run = runner.prepare(request)
     run.execute()
     return 0
@@ -294,11 +294,35 @@ def _cmd_data(args) -> int:
         _print_manifest(out, manifest)
         return 0
     if args.data_command == "import":
+        if args.format == "minari":
+            from coworld_bench.data import minari_io
+
+            out = Path(args.out) if args.out else minari_io.default_import_dir(args.source,
+                                                                                args.task)
+            manifest = minari_io.import_minari(args.source, out, args.task,
+                                               image_size=args.image_size)
+            _print_manifest(out, manifest)
+            return 0
+        if not args.task:
+            raise UserError(f"data import --format {args.format} needs --task: the task the "
+                            "episodes come from (only a Minari dataset exported by "
+                            "coworld-bench records its own).")
         out = Path(args.out) if args.out else data.default_root() / tasks_lib.resolve_task(
             args.task).id / f"imported-{Path(args.source).stem}"
         manifest = data.import_dataset(args.source, out, args.task, fmt=args.format,
-                                       image_size=args.image_size)
+                                       image_size=args.image_size or 64)
         _print_manifest(out, manifest)
+        return 0
+    if args.data_command == "export":
+        from coworld_bench.data import minari_io
+
+        name = args.name or minari_io.default_dataset_id(data.read_manifest(Path(args.dir)))
+        path = minari_io.export_minari(args.dir, args.out, name,
+                                       references=not args.no_references)
+        root = path.parents[len(Path(name).parts) - 1]
+        print(f"Wrote Minari dataset {name} to {path}")
+        print(f"  load it: MINARI_DATASETS_PATH={root} python -c \"import minari; "
+              f"print(minari.load_dataset('{name}'))\"")
         return 0
     if args.data_command == "verify":
         manifest = data.verify_dataset(Path(args.dir), checksum=True)
@@ -395,13 +419,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one sample per pixel, not 4 (recorded; evaluation must match)")
     c.add_argument("--out", help="dataset directory (default: under the data root)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
-    i = dsub.add_parser("import", help="import dreamer-style npz episodes or V-D4RL hdf5",
+    i = dsub.add_parser("import", help="import dreamer-style npz episodes, V-D4RL hdf5 or a "
+                                       "Minari dataset",
                         description="Import episodes made elsewhere into the coworld-bench format.")
-    i.add_argument("source", help="folder of .npz episodes, or a .hdf5 file / folder")
-    i.add_argument("--task", required=True, help="the task the episodes come from")
-    i.add_argument("--format", default="auto", choices=["auto", "npz", "hdf5"])
-    i.add_argument("--image-size", type=int, default=64)
+    i.add_argument("source", help="folder of .npz episodes, a .hdf5 file / folder, or (--format "
+                                  "minari) a Minari dataset id or folder")
+    i.add_argument("--task", help="the task the episodes come from (optional for a Minari "
+                                  "dataset exported by coworld-bench)")
+    i.add_argument("--format", default="auto", choices=["auto", "npz", "hdf5", "minari"],
+                   help="auto (default) tells npz from hdf5; minari reads a Minari dataset "
+                        "(by id under $MINARI_DATASETS_PATH or ~/.minari/datasets, or its folder)")
+    i.add_argument("--image-size", type=int,
+                   help="resize frames to this size (default: 64; a Minari dataset exported by "
+                        "coworld-bench keeps its own)")
     i.add_argument("--out", help="dataset directory (default: under the data root)")
+    x = dsub.add_parser("export", help="export a dataset to another format (Minari)",
+                        description="Write a dataset as a Minari dataset, losslessly: frames "
+                                    "as observations, the state in infos, the manifest and the "
+                                    "protocol's reference scores in the metadata "
+                                    "(docs/datasets.md).")
+    x.add_argument("dir", help="the dataset directory")
+    x.add_argument("--format", default="minari", choices=["minari"])
+    x.add_argument("--name", help="Minari dataset id, namespace/name-vN (default: "
+                                  "coworld-bench/<task>/<quality>[-<behaviour>]-seed<seed>-v0)")
+    x.add_argument("--out", help="Minari datasets folder to write into (default: "
+                                 "$MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    x.add_argument("--no-references", action="store_true",
+                   help="leave ref_min_score/ref_max_score out (Meta-World's are measured on "
+                        "the simulator the first time, then cached under the data root)")
     v = dsub.add_parser("verify", help="check every file of a dataset against its manifest")
     v.add_argument("dir")
     n = dsub.add_parser("info", help="summarise a dataset")
@@ -436,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the world model's and imagination's loops: auto "
                         "(default: inductor on CUDA, off on a CPU), off, or a backend name; "
                         "a failed compilation falls back to eager with a warning")
+    from coworld_bench.logging_backends import LOGGERS, WANDB_INSTALL
+
+    r.add_argument("--logger", default="tensorboard", choices=LOGGERS,
+                   help="tensorboard (default): TensorBoard events in the run's tb/ only; "
+                        "wandb: also a Weights & Biases run with the same scalars, the config "
+                        "and the final result, resumed with the run (WANDB_MODE=offline "
+                        f"writes it under the run's wandb/ for `wandb sync`; {WANDB_INSTALL})")
     r.set_defaults(func=_cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint",
@@ -503,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print the jobs and the estimated GPU-hours; run nothing")
     sw.add_argument("--yes", action="store_true",
                     help="start the paper preset on a CPU anyway (passed on to every run)")
+    sw.add_argument("--logger", default="tensorboard", choices=LOGGERS,
+                    help="passed on to every run: wandb adds a Weights & Biases run beside "
+                         "TensorBoard (default: tensorboard only)")
     sw.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="tables, aggregates, figures and the reproduction report",
@@ -598,7 +653,7 @@ def _cmd_sweep(args) -> int:
         slurm_partition=args.slurm_partition,
         slurm_time=args.slurm_time, slurm_mem=args.slurm_mem, slurm_account=args.slurm_account,
         slurm_setup=args.slurm_setup, max_requeues=args.max_requeues, yes=args.yes,
-        wait=not args.no_wait)
+        wait=not args.no_wait, logger=args.logger)
     jobs = sweep.expand(request)
     if args.dry_run:
         sweep.check_settings(request, jobs, log=lambda line: print(line, file=sys.stderr))

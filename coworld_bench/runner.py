@@ -9,6 +9,8 @@ A run lives in ``<out>/<pair or target>/<algo>/seed<N>/``:
     value_trace.npz  final evaluation: value, reward, discounted_return per step
     result.json      final summary; its presence means the run is finished
     tb/              TensorBoard events
+    wandb/           with --logger wandb: wandb's files (offline runs, logs)
+    wandb_run_id     with --logger wandb: the wandb run's id, which a resumed run continues
 
 Re-running the same command resumes from the checkpoint (logs after it are cut and
 redone, so the files equal those of an uninterrupted run); a finished run is not
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from coworld_bench import logging_backends
 from coworld_bench import tasks as tasks_lib
 from coworld_bench.algorithm import PRESETS, RunContext, TrainConfig
 from coworld_bench.artifacts import Artifacts
@@ -136,6 +139,9 @@ class RunRequest:
     # Where datasets and the random-action cache live (None: $COWORLD_BENCH_DATA, else
     # the user's cache folder).
     data_root: str | None = None
+    # Where scalars go besides TensorBoard (always written): "tensorboard" (nowhere
+    # else) or "wandb" (a wandb run mirrors them; see coworld_bench.logging_backends).
+    logger: str = "tensorboard"
 
 
 def _versions() -> dict[str, str]:
@@ -170,12 +176,12 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def _eval_scalars(writer, result: dict, step: int) -> None:
-    """An evaluation's return and reward-model check in TensorBoard."""
-    writer.add_scalar("eval/return", result["mean"], step)
+def _eval_scalars(logger, result: dict, step: int) -> None:
+    """An evaluation's return and reward-model check in TensorBoard (and wandb)."""
+    logger.scalar("eval/return", result["mean"], step)
     for key in ("reward_per_step", "predicted_reward_per_step", "reward_error"):
         if key in result:
-            writer.add_scalar(f"eval/{key}", result[key], step)
+            logger.scalar(f"eval/{key}", result[key], step)
 
 
 def _format_hours(seconds: float) -> str:
@@ -255,6 +261,7 @@ def check_request(request: RunRequest) -> None:
 
     check_seed(request.seed, "--seed")
     check_eval_workers(request.eval_workers)
+    logging_backends.check_logger(request.logger)
     if request.compile not in ("auto", "off") and request.compile not in compile_backends():
         raise RunError(f"--compile {request.compile!r} is not a torch.compile backend; valid: "
                        f"{', '.join(compile_backends())}.")
@@ -528,7 +535,16 @@ class Run:
                 step, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
                 print(f"Resuming {self.dir} from step {step}.")
             self._truncate_logs(step)
-            return self._train(algo, eval_env, step, elapsed)
+            logger = self._open_logger(step)
+            try:
+                result = self._train(algo, eval_env, step, elapsed, logger)
+            except BaseException:
+                logger.close(failed=True)
+                raise
+            logger.close(summary={"final/return": result["final"]["mean"],
+                                  "final/return_std": result["final"]["std"],
+                                  "final/steps": result["steps"]})
+            return result
         finally:
             algo.close()
 
@@ -786,9 +802,19 @@ class Run:
         for line in self.algo_cls.schedule_lines(cfg):
             tqdm.write(f"  {line}")
 
-    def _train(self, algo, eval_env, step: int, elapsed: float) -> dict[str, Any]:
+    def _open_logger(self, step: int):
+        """TensorBoard (events of steps after ``step``, a killed session's, hidden) and
+        the wandb mirror if asked: its config is config.json's and the protocol hash."""
+        from coworld_bench.protocol import protocol_hash
+
+        config = None
+        if self.request.logger == "wandb":
+            config = {**self.resolved_config(), "protocol_hash": protocol_hash()}
+        return logging_backends.open_logger(self.request.logger, self.dir, self.dir / TB_DIR,
+                                            purge_step=step or None, config=config)
+
+    def _train(self, algo, eval_env, step: int, elapsed: float, logger) -> dict[str, Any]:
         import torch
-        from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -796,7 +822,6 @@ class Run:
             print("This is a CPU: the paper preset needs a GPU to finish in days. For a run that "
                   "finishes in minutes, add --preset quick. Timing the first updates for an "
                   "estimate...", flush=True)
-        writer = SummaryWriter(str(self.dir / TB_DIR), purge_step=step or None)
         bar = tqdm(total=cfg.train_steps, initial=step, desc=f"train {self.algo_cls.name}",
                    unit="upd", disable=not self.request.progress, dynamic_ncols=True)
         window: dict[str, list[float]] = {}
@@ -868,16 +893,16 @@ class Run:
                     self._append(METRICS_FILE, record)
                     for k, v in record.items():
                         if k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)
+                            logger.scalar(f"train/{k}", v, step)
                     bar.set_postfix({k: f"{record[k]:.3g}" for k in list(window)[:3]})
                     window, window_steps = {}, {}
                 if evaluates:
                     eval_index += 1
                     result = self._evaluate(algo, eval_env, eval_index, bar)
                     self._append(EVAL_FILE, {"step": step, **result})
-                    _eval_scalars(writer, result, step)
+                    _eval_scalars(logger, result, step)
                 if saves:
-                    writer.flush()
+                    logger.flush()
                     self._checkpoint(algo, step, time.perf_counter() - start)
                     last_good = step
                 if stop.raised and step < cfg.train_steps:
@@ -885,7 +910,6 @@ class Run:
                         f"Interrupted at update {step} of {cfg.train_steps}; the checkpoint is "
                         f"written. Re-run the same command to resume.")
         except BaseException:
-            writer.close()
             self._close_eval_workers()
             raise
         finally:
@@ -897,8 +921,8 @@ class Run:
             self._close_eval_workers()
         trace = final.pop("trace", None)
         self._append(EVAL_FILE, {"step": step, "final": True, **final})
-        _eval_scalars(writer, final, step)
-        writer.close()
+        _eval_scalars(logger, final, step)
+        logger.flush()
         value_summary = None
         if trace is not None:
             atomic_write_bytes(self.dir / VALUE_TRACE_FILE, lambda f: np.savez(f, **trace))

@@ -24,11 +24,12 @@ def check_settings(request: SweepRequest, jobs: list[Job], log=print) -> dict[st
     with the error in their logs). Returns each job's target dataset directory (None:
     unknown or none), which the scheduler uses to let one run make a missing dataset
     while the others that need it wait."""
-    from coworld_bench import registry, runner
+    from coworld_bench import logging_backends, registry, runner
     from coworld_bench.algorithm import PRESETS
 
     if request.preset not in PRESETS:
         raise SweepError(f"Unknown preset {request.preset!r}; valid presets: {', '.join(PRESETS)}.")
+    logging_backends.check_logger(request.logger)  # wandb missing: said once, not per job
     warnings, resolved, classes = [], {}, {}
     datasets: dict[str, str | None] = {}
     for job in jobs:
@@ -83,6 +84,8 @@ def check_existing_runs(request: SweepRequest, jobs: list[Job]) -> None:
     for job in jobs:
         if not (root / job.id / CONFIG_FILE).exists():
             continue
+        # The logger is left at its default: where scalars are logged is no part of a
+        # run's identity, so a re-run may add or drop --logger wandb.
         run_request = runner.RunRequest(
             algo=job.algo, pair=job.pair, target=job.target, seed=job.seed,
             preset=request.preset, overrides=job_overrides(request, job),

@@ -230,6 +230,7 @@ class SweepRequest:
     yes: bool = False
     wait: bool = True
     poll_s: float | None = None
+    logger: str = "tensorboard"  # --logger of every run (not part of a run's identity)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -389,6 +390,8 @@ def run_command(request: SweepRequest, job: Job, root: Path) -> list[str]:
             "--quiet"]
     if request.yes:
         cmd.append("--yes")
+    if request.logger != "tensorboard":
+        cmd += ["--logger", request.logger]
     return cmd
 
 
