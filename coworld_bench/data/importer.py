@@ -152,15 +152,28 @@ def import_dataset(source: str | Path, out: str | Path, task_id: str, fmt: str =
         entries.append({"index": index, "file": name, "steps": steps,
                         "return": float(arrays["reward"][1:].sum()),
                         "success": None, "origin": origin, "sha256": sha256_file(out / name)})
+    manifest = imported_manifest(
+        task.id, entries, {"imported_from": str(source), "format": fmt,
+                           "image_size": image_size, "resize_filter": RESIZE_FILTER,
+                           "dropped_keys": sorted(dropped_all)},
+        {"image_size": image_size, **(env or {})})
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def imported_manifest(task_id: str, entries: list[dict[str, Any]], config: dict[str, Any],
+                      env: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a dataset imported from elsewhere: quality "imported", behaviour
+    unknown, no seed, ``config`` saying where it came from, ``env`` what is known of
+    its rendering, and the episodes' entries with their returns summarised."""
     returns = np.array([e["return"] for e in entries])
-    manifest = {
+    return {
         "format_version": FORMAT_VERSION,
-        "task_id": task.id,
+        "task_id": task_id,
         "quality": "imported",
         "behaviour": "unknown",
-        "config": {"imported_from": str(source), "format": fmt, "image_size": image_size,
-                   "resize_filter": RESIZE_FILTER, "dropped_keys": sorted(dropped_all)},
-        "env": {"task_id": task.id, "image_size": image_size, **(env or {}),
+        "config": config,
+        "env": {"task_id": task_id, **env,
                 "note": "imported: rendering settings are those of the source data"},
         "seed": None,
         "created_by": f"coworld-bench {__version__}",
@@ -173,5 +186,3 @@ def import_dataset(source: str | Path, out: str | Path, task_id: str, fmt: str =
                     "min": float(returns.min()), "max": float(returns.max()),
                     "success_rate": None},
     }
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest

@@ -54,7 +54,7 @@ from coworld_bench.data.format import (
     FORMAT_VERSION, MANIFEST, DatasetError, atomic_write_json, episode_name, sha256_file,
     write_episode,
 )
-from coworld_bench.data.importer import RESIZE_FILTER, _resize
+from coworld_bench.data.importer import RESIZE_FILTER, _resize, imported_manifest
 from coworld_bench.errors import ConfigError, UserError
 from coworld_bench.tasks import resolve_task
 
@@ -408,32 +408,14 @@ def _imported_manifest(original: dict | None, task, source: str, dataset, image_
                         imported={"from": source, "format": "minari", "dataset_id": dataset.id,
                                   "exported_created_by": original.get("created_by")})
         return manifest
-    returns = np.array([e["return"] for e in entries])
     metadata = dataset.storage.metadata
-    return {
-        "format_version": FORMAT_VERSION,
-        "task_id": task.id,
-        "quality": "imported",
-        "behaviour": "unknown",
-        "config": {"imported_from": source, "format": "minari", "image_size": image_size,
-                   "resize_filter": RESIZE_FILTER, "dropped_keys": sorted(dropped),
-                   "minari_dataset_id": dataset.id,
-                   "minari_algorithm": metadata.get("algorithm_name"),
-                   "minari_ref_scores": [metadata.get("ref_min_score"),
-                                         metadata.get("ref_max_score")]},
-        "env": {"task_id": task.id, "image_size": image_size,
-                "note": "imported: rendering settings are those of the source data"},
-        "seed": None,
-        "created_by": f"coworld-bench {__version__}",
-        "status": "complete",
-        "stop_reason": "imported",
-        "episodes": entries,
-        "episode_count": len(entries),
-        "step_count": steps,
-        "returns": {"mean": float(returns.mean()), "std": float(returns.std()),
-                    "min": float(returns.min()), "max": float(returns.max()),
-                    "success_rate": None},
-    }
+    return imported_manifest(
+        task.id, entries,
+        {"imported_from": source, "format": "minari", "image_size": image_size,
+         "resize_filter": RESIZE_FILTER, "dropped_keys": sorted(dropped),
+         "minari_dataset_id": dataset.id, "minari_algorithm": metadata.get("algorithm_name"),
+         "minari_ref_scores": [metadata.get("ref_min_score"), metadata.get("ref_max_score")]},
+        {"image_size": image_size})
 
 
 def import_minari(source: str | Path, out: str | Path, task_id: str | None = None,
