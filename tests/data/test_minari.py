@@ -54,10 +54,9 @@ def dmc_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(minari_root, mw_dataset, dmc_dataset):
-    """Both datasets exported under their default ids. DMC's references are the
-    protocol's (V-D4RL's 0 and 1000, no simulator); Meta-World's would be measured
-    on the simulator, so that export leaves them out."""
-    mw = export_minari(mw_dataset, references=False)
+    """Both datasets exported under their default ids, with the protocol's references
+    (Meta-World's from the shipped table; DMC's V-D4RL 0 and 1000)."""
+    mw = export_minari(mw_dataset)
     dmc = export_minari(dmc_dataset, minari_root)
     return {MW_ID: (mw, mw_dataset), DMC_ID: (dmc, dmc_dataset)}
 
@@ -162,8 +161,10 @@ def test_metadata_records_the_task_the_behaviour_and_the_references(exported):
         assert spec["entry_point"] == "coworld_bench.data.minari_io:make_env"
         assert metadata["eval_env_spec"] == metadata["env_spec"]
     mw = minari.load_dataset(MW_ID)
-    assert "ref_max_score" not in mw.storage.metadata
-    assert mw.storage.metadata["coworld_bench"]["references"] is None
+    refs = protocol.references("DC")
+    assert (mw.storage.metadata["ref_min_score"], mw.storage.metadata["ref_max_score"]) == (
+        refs["random"], refs["reference"])
+    assert refs["random_episodes"] == 50  # the shipped table's: uniform random, 50 episodes
     dmc = minari.load_dataset(DMC_ID)
     refs = protocol.references("WW")
     assert (dmc.storage.metadata["ref_min_score"], dmc.storage.metadata["ref_max_score"]) == (
