@@ -1,10 +1,13 @@
-"""A third-party algorithm registered through the entry-point group is listed and runs.
+"""A third-party algorithm registered through the entry-point group is listed, passes
+the conformance kit (``coworld_bench.testing``) and appears in the report.
 
 The plugin is installed the way pip installs a package: a module plus a
 ``*.dist-info`` folder with ``entry_points.txt`` on the Python path.
 """
 
+import importlib
 import json
+import sys
 import textwrap
 
 import pytest
@@ -23,12 +26,17 @@ PLUGIN = textwrap.dedent('''
 
     @dataclasses.dataclass
     class MeanActionConfig(TrainConfig):
+        """Attributes:
+          lr: SGD's learning rate.
+        """
+
         lr: float = 0.5
 
 
     @register("mean-action")
     class MeanAction(Algorithm):
         Config = MeanActionConfig
+        presets = {"smoke": {}}  # the defaults are tiny already
         description = "plugin: the dataset's mean action"
         paper_name = "Mean Action (plugin)"
 
@@ -81,25 +89,41 @@ def test_plugin_is_listed(cli, plugin_path):
     assert "mean-action" not in cli("list", "algos").stdout  # only where it is installed
 
 
-def test_plugin_runs(cli, plugin_path, tmp_path):
-    result = cli("run", "--algo", "mean-action", "--target", "DC", "--preset", "smoke",
-                 "--quiet", "--out", tmp_path, env_extra={"PYTHONPATH": str(plugin_path)})
-    assert result.returncode == 0, result.stderr
-    d = tmp_path / "DC" / "mean-action" / "seed0"
+@pytest.fixture(scope="module")
+def kit_report(plugin_path, data_root, tmp_path_factory):
+    """Every check of the conformance kit on the plugin: imported here from its folder,
+    and found by the kill-resume check's `coworld-bench run` subprocesses through
+    ``plugin_path``. The runs stay in the module's folder for the report test."""
+    from coworld_bench import registry
+    from coworld_bench.testing import check_algorithm
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(plugin_path))
+        mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # registered here only
+        try:
+            plugin = importlib.import_module("mean_action_plugin").MeanAction
+            return check_algorithm(plugin, data_root=data_root, plugin_path=plugin_path,
+                                   out=tmp_path_factory.mktemp("kit"))
+        finally:
+            sys.modules.pop("mean_action_plugin", None)
+
+
+def test_plugin_passes_the_conformance_kit(kit_report):
+    from coworld_bench.testing import CHECKS
+
+    assert kit_report.algo == "mean-action" and kit_report.passed == list(CHECKS)
+    d = kit_report.run_dirs["reference"]  # its uninterrupted `coworld-bench run`
     result_json = json.loads((d / "result.json").read_text())
     assert result_json["algo"] == "mean-action" and result_json["steps"] == 20
     metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learned something
 
 
-def test_plugin_appears_in_report_tables_under_its_own_name(cli, plugin_path, tmp_path):
-    env = {"PYTHONPATH": str(plugin_path)}
-    runs = tmp_path / "runs"
-    result = cli("run", "--algo", "mean-action", "--target", "DC", "--preset", "smoke",
-                 "--quiet", "--out", runs, "--set", "eval_every=0", env_extra=env)
-    assert result.returncode == 0, result.stderr
+def test_plugin_appears_in_report_tables_under_its_own_name(cli, plugin_path, kit_report,
+                                                            tmp_path):
+    runs = kit_report.run_dirs["reference"].parents[2]
     report = cli("report", runs, "--out", tmp_path / "report", "--bootstrap-reps", "50",
-                 "--embedding", "pca", env_extra=env)
+                 "--embedding", "pca", env_extra={"PYTHONPATH": str(plugin_path)})
     assert report.returncode == 0, report.stderr
-    tables = list((tmp_path / "report" / "tables").glob("metaworld_*.md"))
+    tables = list((tmp_path / "report" / "tables").glob("dmc_*.md"))
     assert tables and any("Mean Action (plugin)" in t.read_text() for t in tables)
