@@ -308,22 +308,8 @@ def _registered(cls: type[Algorithm], name: str):
     if present:
         yield
         return
-    table = registry._REGISTRY  # the kit borrows a name for the duration of its checks
-    previous, had_name = table.get(name), "name" in cls.__dict__
-    old_name = cls.__dict__.get("name")
-    cls.name = name
-    table[name] = cls
-    try:
+    with registry.registered_for_a_while(cls, name):
         yield
-    finally:
-        if previous is None:
-            table.pop(name, None)
-        else:
-            table[name] = previous
-        if had_name:
-            cls.name = old_name
-        else:
-            del cls.name
 
 
 def _task_args(cls: type[Algorithm], target: str | None, pair: str | None) -> dict[str, str]:
