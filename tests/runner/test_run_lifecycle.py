@@ -578,9 +578,9 @@ def _progress(paths):
 def test_fault_injection_kills_at_random_points_resume_to_the_same_data_and_result(
         finished, tmp_path, own_root):
     """The smoke run on an empty data root (it makes its dataset, then trains), SIGKILLed
-    again and again: first at random times (0.5-3 s) of the collection, then at a random delay
-    (0-1.5 s) after each new file or write of the training (mid-update, mid-evaluation,
-    mid-checkpoint). After every kill the same command resumes. At the end the dataset
+    again and again: first at a random delay (0-1 s) after it takes the collection lock,
+    then at a random delay (0-1.5 s) after each new file or write of the training
+    (mid-update, mid-evaluation, mid-checkpoint). After every kill the same command resumes. At the end the dataset
     equals the uninterrupted one file for file and the run's result, curve and metrics
     equal the uninterrupted run's."""
     import random
@@ -599,15 +599,25 @@ def test_fault_injection_kills_at_random_points_resume_to_the_same_data_and_resu
         manifest = dataset / "manifest.json"
         return manifest.exists() and json.loads(manifest.read_text())["status"] == "complete"
 
+    def collecting(pid: int) -> bool:
+        """Process ``pid`` holds the collection lock (the holder writes its pid there)."""
+        try:
+            return (dataset / ".collect.lock").read_text().startswith(f"process {pid} ")
+        except OSError:
+            return False
+
     for attempt in range(60):
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env, start_new_session=True)
         if not collected() and kills["collection"] < 8:
-            # From before the imports end to mid-collection: on a free 2-core machine a
-            # resumed collection of the two episodes ends 3-5 s after the start.
-            phase, deadline = "collection", time.time() + rng.uniform(0.5, 3.0)
-            while time.time() < deadline and proc.poll() is None:
-                time.sleep(0.02)
+            # Once this process holds the dataset's collection lock, at a random delay
+            # (0-1 s): mid-episode, whatever the machine's speed.
+            deadline = time.time() + 300
+            while not (collecting(proc.pid) or collected()) and proc.poll() is None \
+                    and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 1.0))
+            phase = "training" if collected() else "collection"
         elif kills["collection"] + kills["training"] < 22:
             phase, before = "training", _progress([run])
             deadline = time.time() + 300
