@@ -38,6 +38,7 @@ def request(**kw):
     ("paper:sensitivity", 42, 14),  # default (coworld, dv2-finetune) + 3 settings x 4 values
     # (coworld, dv2-finetune) x 2 pairs + 3 offline x 2 targets + w/o Max on one pair.
     ("study:cpu", 33, 11),
+    ("study:zoo", 42, 14),  # 7 offline algorithms x 2 targets
 ])
 def test_named_grid_job_counts(name, runs, cells):
     jobs = sweep.expand(request(pairs=[name], preset=sweep.NAMED_GRIDS[name].preset or "paper"))
@@ -162,6 +163,26 @@ def test_cpu_study_gives_every_run_the_same_updates(tmp_path):
         sweep.expand(request(pairs=["study:cpu"]))
     with pytest.raises(SweepError, match="named grid itself"):
         sweep.expand(request(pairs=["study:cpu"], preset="quick", settings=["train_steps=5"]))
+
+
+def test_zoo_study_runs_the_cpu_studys_budget_and_bc():
+    """study:zoo: every run of the rest of the zoo resolves to study:cpu's 996 updates
+    (LOMPO: half model, half agent), and its BC runs are study:cpu's own commands."""
+    from coworld_bench import registry, tasks
+
+    req = request(pairs=["study:zoo"], preset="quick")
+    jobs = sweep.expand(req)
+    assert {j.id.split("/")[0] for j in jobs} == {"BP", "DC"}
+    for job in jobs:
+        cls = registry.get(job.algo)
+        config = cls.for_tasks(cls.make_config("quick", sweep.job_overrides(req, job)), None,
+                               tasks.resolve_task(job.target))
+        assert config.train_steps == 996, job.id
+        if job.algo == "lompo":
+            assert (config.model_updates, config.agent_updates) == (498, 498)
+    cpu = sweep.expand(request(pairs=["study:cpu"], preset="quick"))
+    bc = lambda js: {(j.id, j.scale) for j in js if j.algo == "bc"}  # noqa: E731
+    assert bc(jobs) == bc(cpu) and len(bc(jobs)) == 6
 
 
 def test_bad_input_names_the_valid_choices(capsys, tmp_path):

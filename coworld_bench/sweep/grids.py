@@ -77,7 +77,17 @@ STUDY_SCALE = {
     "dv2-finetune": (("train_steps", STUDY_UPDATES), ("pretrain_env_steps", 1_500)),
     "drq-bc": (("train_steps", STUDY_UPDATES), ("std_decay_updates", STUDY_UPDATES // 2)),
     "bc": (("train_steps", STUDY_UPDATES), ("std_decay_updates", STUDY_UPDATES // 2)),
+    # study:zoo, the rest of the offline zoo at the same budget: CQL decays its std as
+    # DrQ+BC does; LOMPO trains its model for half the updates (as Offline DV2 here) and
+    # its agent for the other half; CURL and d3rlpy's entries have only a length.
+    "cql": (("train_steps", STUDY_UPDATES), ("std_decay_updates", STUDY_UPDATES // 2)),
+    "curl": (("train_steps", STUDY_UPDATES),),
+    "lompo": (("model_updates", STUDY_UPDATES // 2), ("agent_updates", STUDY_UPDATES // 2)),
+    "d3rlpy-iql": (("train_steps", STUDY_UPDATES),),
+    "d3rlpy-cql": (("train_steps", STUDY_UPDATES),),
+    "d3rlpy-bc": (("train_steps", STUDY_UPDATES),),
 }
+ZOO_STUDY = ("cql", "curl", "lompo", "d3rlpy-iql", "d3rlpy-cql", "d3rlpy-bc", "bc")
 ABLATIONS = ("coworld-no-state-align", "coworld-no-reward-align",
              "coworld-no-value-constraint", "coworld-brute-force")
 
@@ -135,6 +145,13 @@ def _named_grids() -> dict[str, NamedGrid]:
             (study, "drq-bc", STUDY_SCALE["drq-bc"]),
             (study, "bc", STUDY_SCALE["bc"]),
             (study[:1], "coworld-brute-force", ()))),
+        preset="quick"))
+    grids.append(NamedGrid(
+        "study:zoo", "The rest of the offline zoo on study:cpu's datasets and budget "
+                     "(--preset quick, 3 seeds): CQL, CURL, LOMPO and d3rlpy's IQL, CQL and "
+                     "BC on the Button Press and Drawer Close targets, 996 updates each, "
+                     "beside BC (the same runs as study:cpu's)",
+        tuple(Block(study, (algo,), ZOO_STUDY, scale=STUDY_SCALE[algo]) for algo in ZOO_STUDY),
         preset="quick"))
     return {g.name: g for g in grids}
 
