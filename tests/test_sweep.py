@@ -185,6 +185,17 @@ def test_zoo_study_runs_the_cpu_studys_budget_and_bc():
     assert bc(jobs) == bc(cpu) and len(bc(jobs)) == 6
 
 
+def test_a_grids_scale_makes_no_table_of_its_own():
+    """Every setting a named grid sets as its scale is one the report shows as a run's
+    scale: a study's algorithms stay in one table (LOMPO's agent_updates once made its
+    own)."""
+    from coworld_bench.report.runs import SCALE_KEYS
+
+    for name, grid in sweep.NAMED_GRIDS.items():
+        for block in grid.blocks:
+            assert {key for key, _ in block.scale} <= SCALE_KEYS, name
+
+
 def test_bad_input_names_the_valid_choices(capsys, tmp_path):
     from coworld_bench.registry import UnknownAlgorithmError
 

@@ -35,7 +35,7 @@ SCALE_KEYS = frozenset({
     "dataset_quality", "dataset_behaviour", "dataset_episodes", "dataset_seed", "dataset_dir",
     "fast_render", "antialias", "pretrain_env_steps", "pretrain_updates", "target_updates",
     "source_updates", "rounds",
-    "model_updates", "std_decay_updates", "random_baseline", "collect_worker",
+    "model_updates", "agent_updates", "std_decay_updates", "random_baseline", "collect_worker",
 })
 
 
