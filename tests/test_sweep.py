@@ -181,8 +181,8 @@ def test_zoo_study_runs_the_cpu_studys_budget_and_bc():
         if job.algo == "lompo":
             assert (config.model_updates, config.agent_updates) == (498, 498)
     cpu = sweep.expand(request(pairs=["study:cpu"], preset="quick"))
-    bc = lambda js: {(j.id, j.scale) for j in js if j.algo == "bc"}  # noqa: E731
-    assert bc(jobs) == bc(cpu) and len(bc(jobs)) == 6
+    zoo_bc = {(j.id, j.scale) for j in jobs if j.algo == "bc"}
+    assert zoo_bc == {(j.id, j.scale) for j in cpu if j.algo == "bc"} and len(zoo_bc) == 6
 
 
 def test_a_grids_scale_makes_no_table_of_its_own():
