@@ -34,22 +34,23 @@ def minari_root(tmp_path_factory):
         yield root
 
 
+def _two_random_episodes(tmp_path_factory, task_id: str):
+    out = tmp_path_factory.mktemp("minari-data") / task_id.lower()
+    collect(CollectConfig(task_id=task_id, quality="random", episodes=2, seed=0, env=ENV), out,
+            progress=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def mw_dataset(tmp_path_factory):
     """Two random Drawer Close episodes from the real simulator (500 steps each)."""
-    out = tmp_path_factory.mktemp("minari-data") / "dc"
-    collect(CollectConfig(task_id="DC", quality="random", episodes=2, seed=0, env=ENV), out,
-            progress=False)
-    return out
+    return _two_random_episodes(tmp_path_factory, "DC")
 
 
 @pytest.fixture(scope="module")
 def dmc_dataset(tmp_path_factory):
     """Two random Walker Walk episodes from the real simulator (500 steps each)."""
-    out = tmp_path_factory.mktemp("minari-data") / "ww"
-    collect(CollectConfig(task_id="WW", quality="random", episodes=2, seed=0, env=ENV), out,
-            progress=False)
-    return out
+    return _two_random_episodes(tmp_path_factory, "WW")
 
 
 @pytest.fixture(scope="module")
